@@ -1,0 +1,5 @@
+"""Optimizers: Lion with single-tensor, foreach and fused paths."""
+
+from optforge.optim.lion import Lion, lion
+
+__all__ = ["Lion", "lion"]

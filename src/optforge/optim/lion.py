@@ -1,0 +1,443 @@
+"""Lion (EvoLved Sign Momentum; Chen et al., 2023, "Symbolic Discovery of Optimization Algorithms").
+
+    c = beta1 * m + (1 - beta1) * g
+    p = p - lr * (sign(c) + weight_decay * p)
+    m = beta2 * m + (1 - beta2) * g
+
+Weight decay is the paper's: decoupled from the gradient and multiplied by the learning rate, so a
+step shrinks ``p`` by the factor ``1 - lr * weight_decay`` (torch's AdamW uses the same form).
+
+As in torch's adamw.py, the class holds configuration and state, and one functional entry
+:func:`lion` does the math, dispatching to a single-tensor, a foreach (multi-tensor) or a fused
+implementation. The fused one is a C kernel for CPU tensors (``kernels/cpu.py``) that reads and
+writes each element once. Every path computes in fp32 (fp64 for fp64 params) and rounds
+low-precision storage (bf16/fp16 params or momentum) once per step, so the paths agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from optforge.optim.kernels import cpu as cpu_kernel
+
+__all__ = ["Lion", "lion"]
+
+# Options added after the first release are filled in for older checkpoints by __setstate__.
+_OPTION_DEFAULTS: dict[str, Any] = {
+    "maximize": False,
+    "foreach": None,
+    "fused": None,
+    "cautious": False,
+    "momentum_dtype": None,
+}
+# The paper's examples (ViT, diffusion, language models) all divide AdamW's lr by 10 and
+# multiply its weight decay by 10; its advice is a factor of 3-10.
+ADAMW_RATIO = 10.0
+_CAUTIOUS_MIN_MEAN = 1e-3  # floor on the fraction kept by the cautious mask (as in timm)
+
+
+class Lion(Optimizer):
+    """Lion as a ``torch.optim.Optimizer``: half of AdamW's state, sign updates, decoupled decay.
+
+    Args:
+        params: parameters or parameter groups (each group may override every option below).
+        lr: step size, a float or a one-element tensor. Lion wants an lr 3-10x smaller than
+            AdamW's (see :meth:`from_adamw`).
+        betas: ``(beta1, beta2)``: beta1 interpolates the update direction, beta2 the momentum.
+            The paper suggests ``(0.95, 0.98)`` for stability in language models.
+        weight_decay: the paper's lambda; each step multiplies params by ``1 - lr * weight_decay``.
+        maximize: ascend instead of descend.
+        foreach: use the multi-tensor implementation (``None``: fastest available for the device).
+        fused: use the fused C kernel (CPU tensors; ``None``: used when available).
+        cautious: apply the update only where its sign agrees with the gradient's, rescaled by
+            the kept fraction to keep the mean update size (Cautious Optimizers, Liang et al. 2024).
+        momentum_dtype: dtype of the momentum state (e.g. ``torch.bfloat16`` for fp32 params to
+            halve optimizer memory); ``None`` keeps the param dtype.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float | Tensor = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.99),
+        weight_decay: float = 0.0,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        cautious: bool = False,
+        momentum_dtype: torch.dtype | None = None,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            weight_decay=weight_decay,
+            maximize=maximize,
+            foreach=foreach,
+            fused=fused,
+            cautious=cautious,
+            momentum_dtype=momentum_dtype,
+        )
+        _check_options(defaults)
+        super().__init__(params, defaults)
+
+    @classmethod
+    def from_adamw(
+        cls,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float | Tensor = 1e-3,
+        weight_decay: float = 1e-2,
+        *,
+        ratio: float = ADAMW_RATIO,
+        wd_ratio: float | None = None,
+        **kwargs: Any,
+    ) -> Lion:
+        """A Lion configured from AdamW hyper-parameters by the paper's advice.
+
+        Lion's update has the magnitude of a sign, larger than AdamW's, so the paper divides the
+        learning rate by ``ratio`` (3-10; its experiments use 10) and multiplies the weight decay
+        by the same factor, which keeps the per-step decay ``lr * weight_decay`` unchanged.
+        ``wd_ratio`` overrides the weight-decay factor. Apply the same lr scaling to the whole
+        schedule (warm-up, peak, final): schedulers scale ``lr`` so they do this by themselves.
+        """
+        for name, value in (("ratio", ratio), ("wd_ratio", wd_ratio)):
+            if value is not None and not (_is_number(value) and 0 < value < math.inf):
+                raise ValueError(f"Invalid {name}: {value!r} (must be a finite number > 0)")
+        factor = ratio if wd_ratio is None else wd_ratio
+        return cls(params, lr=lr / ratio, weight_decay=weight_decay * factor, **kwargs)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        _check_options({**self.defaults, **param_group})
+        super().add_param_group(param_group)
+        try:
+            _check_params(self.param_groups[-1], len(self.param_groups) - 1)
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in _OPTION_DEFAULTS.items():
+                group.setdefault(key, value)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # torch casts floating state to the param dtype; restore the configured momentum dtype.
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p)
+                if state and "exp_avg" in state:
+                    want = group["momentum_dtype"] or p.dtype
+                    state["exp_avg"] = state["exp_avg"].to(dtype=want)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for index, group in enumerate(self.param_groups):
+            params, grads, exp_avgs = [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise TypeError(
+                        f"Lion does not support sparse gradients (group {index} has a parameter "
+                        f"of shape {tuple(p.shape)} with a sparse grad); use dense gradients"
+                    )
+                state = self.state[p]
+                if "exp_avg" not in state:
+                    state["exp_avg"] = torch.zeros_like(
+                        p, dtype=group["momentum_dtype"], memory_format=torch.preserve_format
+                    )
+                params.append(p)
+                grads.append(p.grad)
+                exp_avgs.append(state["exp_avg"])
+            beta1, beta2 = group["betas"]
+            lion(
+                params,
+                grads,
+                exp_avgs,
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=group["weight_decay"],
+                maximize=group["maximize"],
+                cautious=group["cautious"],
+                foreach=group["foreach"],
+                fused=group["fused"],
+            )
+        return loss
+
+
+def lion(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    *,
+    lr: float | Tensor,
+    beta1: float,
+    beta2: float,
+    weight_decay: float,
+    maximize: bool = False,
+    cautious: bool = False,
+    foreach: bool | None = None,
+    fused: bool | None = None,
+) -> None:
+    """Functional Lion: update ``params`` and ``exp_avgs`` in place (see :class:`Lion`)."""
+    if foreach and fused:
+        raise ValueError("foreach=True and fused=True are exclusive; choose one implementation")
+    if not params:
+        return
+    if not (len(params) == len(grads) == len(exp_avgs)):
+        raise ValueError(
+            f"params, grads and exp_avgs must have equal lengths, got "
+            f"{len(params)}, {len(grads)}, {len(exp_avgs)}"
+        )
+    for p, g in zip(params, grads, strict=True):
+        if g.dtype != p.dtype or g.shape != p.shape:
+            raise TypeError(
+                f"gradient {g.dtype}{list(g.shape)} does not match its parameter "
+                f"{p.dtype}{list(p.shape)}"
+            )
+    lr = float(lr)  # a tensor lr is read once per step; the kernels take a plain scalar
+    params, grads, exp_avgs = (_as_real(ts) for ts in (params, grads, exp_avgs))
+    impl = _choose_impl(params, exp_avgs, foreach=foreach, fused=fused)
+    impl(
+        params,
+        grads,
+        exp_avgs,
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        decay=1.0 - lr * weight_decay,
+        maximize=maximize,
+        cautious=cautious,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Dispatch
+
+
+def fused_supported(params: list[Tensor], exp_avgs: list[Tensor]) -> str | None:
+    """Why the fused kernel cannot take these tensors, or None when it can."""
+    for p, m in zip(params, exp_avgs, strict=True):
+        if p.device.type != "cpu":
+            return f"fused=True supports CPU tensors only, got a parameter on {p.device}"
+        if (p.dtype, m.dtype) not in cpu_kernel.SUPPORTED:
+            allowed = ", ".join(sorted(f"{a}/{b}" for a, b in cpu_kernel.SUPPORTED))
+            return (
+                f"fused=True does not support parameter dtype {p.dtype} with momentum dtype "
+                f"{m.dtype} (supported param/momentum: {allowed})"
+            )
+    return None
+
+
+def _choose_impl(
+    params: list[Tensor], exp_avgs: list[Tensor], *, foreach: bool | None, fused: bool | None
+) -> Callable[..., None]:
+    if fused:
+        if reason := fused_supported(params, exp_avgs):
+            raise ValueError(reason)
+        return _fused_lion
+    if foreach:
+        return _multi_tensor_lion
+    # Defaults by measurement (`optforge bench step`): on CPU the fused kernel is fastest and
+    # the single-tensor loop beats foreach (no temporaries lists); on accelerators foreach wins.
+    if fused is None and fused_supported(params, exp_avgs) is None and cpu_kernel.available():
+        return _fused_lion
+    if foreach is None and params[0].device.type != "cpu":
+        return _multi_tensor_lion
+    return _single_tensor_lion
+
+
+def _as_real(tensors: list[Tensor]) -> list[Tensor]:
+    return [torch.view_as_real(t) if t.is_complex() else t for t in tensors]
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _caution_(update: Tensor, grad: Tensor) -> None:
+    """Zero the update where it disagrees in sign with the gradient; rescale what is kept."""
+    mask = (update * grad > 0).to(update.dtype)
+    mask.div_(mask.mean().clamp_(min=_CAUTIOUS_MIN_MEAN))
+    update.mul_(mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# Implementations: all take real tensors, a float lr and decay = 1 - lr * weight_decay.
+
+
+def _single_tensor_lion(
+    params, grads, exp_avgs, *, lr, beta1, beta2, decay, maximize, cautious
+) -> None:
+    for p, g, m in zip(params, grads, exp_avgs, strict=True):
+        dtype = _compute_dtype(p.dtype)
+        p_c, g_c, m_c = p.to(dtype), g.to(dtype), m.to(dtype)  # no copy when already `dtype`
+        if maximize:
+            g_c = -g_c
+        update = torch.lerp(m_c, g_c, 1 - beta1).sign_()
+        if cautious:
+            _caution_(update, g_c)
+        if decay != 1.0:
+            p_c.mul_(decay)
+        p_c.add_(update, alpha=-lr)
+        m_c.lerp_(g_c, 1 - beta2)
+        if p_c is not p:
+            p.copy_(p_c)
+        if m_c is not m:
+            m.copy_(m_c)
+
+
+def _multi_tensor_lion(
+    params, grads, exp_avgs, *, lr, beta1, beta2, decay, maximize, cautious
+) -> None:
+    for (p_s, g_s, m_s), dtype in _group_for_foreach(params, grads, exp_avgs):
+        p_c = [p.to(dtype) for p in p_s]
+        g_c = [g.to(dtype) for g in g_s]
+        m_c = [m.to(dtype) for m in m_s]
+        if maximize:
+            g_c = torch._foreach_neg(g_c)
+        updates = torch._foreach_lerp(m_c, g_c, 1 - beta1)
+        torch._foreach_sign_(updates)
+        if cautious:
+            for update, g in zip(updates, g_c, strict=True):
+                _caution_(update, g)
+        if decay != 1.0:
+            torch._foreach_mul_(p_c, decay)
+        torch._foreach_add_(p_c, updates, alpha=-lr)
+        torch._foreach_lerp_(m_c, g_c, 1 - beta2)
+        if p_c[0] is not p_s[0]:
+            torch._foreach_copy_(p_s, p_c)
+        if m_c[0] is not m_s[0]:
+            torch._foreach_copy_(m_s, m_c)
+
+
+def _group_for_foreach(params, grads, exp_avgs):
+    """Split into lists of one (device, param dtype, momentum dtype) each, as foreach needs."""
+    groups: dict[tuple, tuple[list, list, list]] = {}
+    for p, g, m in zip(params, grads, exp_avgs, strict=True):
+        lists = groups.setdefault((p.device, p.dtype, m.dtype), ([], [], []))
+        for lst, t in zip(lists, (p, g, m), strict=True):
+            lst.append(t)
+    return [(lists, _compute_dtype(key[1])) for key, lists in groups.items()]
+
+
+def _fused_lion(params, grads, exp_avgs, *, lr, beta1, beta2, decay, maximize, cautious) -> None:
+    # The kernel walks raw storage, so each triple must share one dense layout; any other
+    # triple is stepped on contiguous copies that are written back afterwards.
+    write_back = []
+    groups: dict[tuple, tuple[list, list, list]] = {}
+    for p, g, m in zip(params, grads, exp_avgs, strict=True):
+        if not _same_dense_layout(p, g, m):
+            p_c, m_c = p.contiguous(), m.contiguous()
+            write_back += [(p, p_c), (m, m_c)]
+            p, g, m = p_c, g.contiguous(), m_c
+        lists = groups.setdefault((p.dtype, m.dtype), ([], [], []))
+        for lst, t in zip(lists, (p, g, m), strict=True):
+            lst.append(t)
+    for p_s, g_s, m_s in groups.values():
+        cpu_kernel.lion_step(
+            p_s,
+            g_s,
+            m_s,
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            decay=decay,
+            maximize=maximize,
+            cautious=cautious,
+        )
+    for dst, src in write_back:
+        if dst.data_ptr() != src.data_ptr():
+            dst.copy_(src)
+
+
+def _same_dense_layout(p: Tensor, g: Tensor, m: Tensor) -> bool:
+    if p.is_contiguous() and g.is_contiguous() and m.is_contiguous():
+        return True
+    return p.is_non_overlapping_and_dense() and p.stride() == g.stride() == m.stride()
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: a user mistake names the value and the accepted range, at construction.
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _check_options(group: dict[str, Any]) -> None:
+    lr = group["lr"]
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1 or not lr.is_floating_point():
+            raise ValueError(
+                f"Invalid learning rate: a tensor lr must hold one floating-point value, got "
+                f"{lr.dtype}{list(lr.shape)}"
+            )
+        lr_value = float(lr)
+    elif _is_number(lr):
+        lr_value = float(lr)
+    else:
+        raise TypeError(f"Invalid learning rate: {lr!r} (must be a float or a one-element tensor)")
+    if not (0.0 <= lr_value < math.inf):
+        raise ValueError(f"Invalid learning rate: {lr_value!r} (must be a finite number >= 0)")
+
+    betas = group["betas"]
+    if not (isinstance(betas, tuple | list) and len(betas) == 2):
+        raise ValueError(f"Invalid betas: {betas!r} (must be a pair (beta1, beta2))")
+    for i, beta in enumerate(betas, start=1):
+        if not (_is_number(beta) and 0.0 <= beta < 1.0):
+            raise ValueError(f"Invalid beta{i}: {beta!r} (must be a number in [0, 1))")
+
+    wd = group["weight_decay"]
+    if not (_is_number(wd) and 0.0 <= wd < math.inf):
+        raise ValueError(f"Invalid weight_decay: {wd!r} (must be a finite number >= 0)")
+
+    for name in ("maximize", "cautious"):
+        if not isinstance(group[name], bool):
+            raise TypeError(f"Invalid {name}: {group[name]!r} (must be True or False)")
+    for name in ("foreach", "fused"):
+        if group[name] is not None and not isinstance(group[name], bool):
+            raise TypeError(f"Invalid {name}: {group[name]!r} (must be None, True or False)")
+    if group["foreach"] and group["fused"]:
+        raise ValueError("foreach=True and fused=True are exclusive; choose one implementation")
+
+    dtype = group["momentum_dtype"]
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(
+            f"Invalid momentum_dtype: {dtype!r} (must be None or a floating torch.dtype, "
+            f"e.g. torch.bfloat16)"
+        )
+
+
+def _check_params(group: dict[str, Any], index: int) -> None:
+    for p in group["params"]:
+        if not (p.is_floating_point() or p.is_complex()):
+            raise TypeError(
+                f"Lion optimizes floating-point or complex tensors; group {index} has a "
+                f"parameter of dtype {p.dtype} and shape {tuple(p.shape)}"
+            )
+        if p.is_complex() and group["momentum_dtype"] is not None:
+            raise ValueError(
+                f"momentum_dtype={group['momentum_dtype']} cannot be used with complex "
+                f"parameters (group {index}); leave it None for complex params"
+            )
+    if group["fused"]:
+        momenta = [torch.empty(0, dtype=group["momentum_dtype"] or p.dtype) for p in group["params"]]
+        real = _as_real([torch.empty(0, dtype=p.dtype, device=p.device) for p in group["params"]])
+        if reason := fused_supported(real, _as_real(momenta)):
+            raise ValueError(f"group {index}: {reason}")
+        cpu_kernel.library()  # a missing compiler is reported now, not at the first step
