@@ -16,6 +16,7 @@ low-precision storage (bf16/fp16 params or momentum) once per step, so the paths
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -139,7 +140,7 @@ class Lion(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -163,7 +164,7 @@ class Lion(Optimizer):
                 grads.append(p.grad)
                 exp_avgs.append(state["exp_avg"])
             beta1, beta2 = group["betas"]
-            lion(
+            _lion(
                 params,
                 grads,
                 exp_avgs,
@@ -194,23 +195,34 @@ def lion(
     fused: bool | None = None,
 ) -> None:
     """Functional Lion: update ``params`` and ``exp_avgs`` in place (see :class:`Lion`)."""
-    if foreach and fused:
-        raise ValueError("foreach=True and fused=True are exclusive; choose one implementation")
-    if not params:
-        return
+    _check_options(
+        dict(lr=lr, betas=(beta1, beta2), weight_decay=weight_decay, maximize=maximize,
+             cautious=cautious, foreach=foreach, fused=fused, momentum_dtype=None)
+    )  # fmt: skip
     if not (len(params) == len(grads) == len(exp_avgs)):
         raise ValueError(
             f"params, grads and exp_avgs must have equal lengths, got "
             f"{len(params)}, {len(grads)}, {len(exp_avgs)}"
         )
-    for p, g in zip(params, grads, strict=True):
-        if g.dtype != p.dtype or g.shape != p.shape:
+    # The class relies on autograd's guarantee that a grad matches its param; here we check,
+    # because the fused kernel trusts the shapes.
+    for p, g, m in zip(params, grads, exp_avgs, strict=True):
+        if g.dtype != p.dtype or g.shape != p.shape or m.shape != p.shape:
             raise TypeError(
-                f"gradient {g.dtype}{list(g.shape)} does not match its parameter "
-                f"{p.dtype}{list(p.shape)}"
+                f"gradient {g.dtype}{list(g.shape)} and momentum {m.dtype}{list(m.shape)} must "
+                f"match their parameter's dtype and shape, {p.dtype}{list(p.shape)}"
             )
+    _lion(params, grads, exp_avgs, lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay,
+          maximize=maximize, cautious=cautious, foreach=foreach, fused=fused)  # fmt: skip
+
+
+def _lion(params, grads, exp_avgs, *, lr, beta1, beta2, weight_decay, maximize, cautious,
+          foreach, fused) -> None:  # fmt: skip
+    if not params:
+        return
     lr = float(lr)  # a tensor lr is read once per step; the kernels take a plain scalar
-    params, grads, exp_avgs = (_as_real(ts) for ts in (params, grads, exp_avgs))
+    if any(map(Tensor.is_complex, params)):
+        params, grads, exp_avgs = (_as_real(ts) for ts in (params, grads, exp_avgs))
     impl = _choose_impl(params, exp_avgs, foreach=foreach, fused=fused)
     impl(
         params,
@@ -231,14 +243,15 @@ def lion(
 
 def fused_supported(params: list[Tensor], exp_avgs: list[Tensor]) -> str | None:
     """Why the fused kernel cannot take these tensors, or None when it can."""
-    for p, m in zip(params, exp_avgs, strict=True):
-        if p.device.type != "cpu":
-            return f"fused=True supports CPU tensors only, got a parameter on {p.device}"
-        if (p.dtype, m.dtype) not in cpu_kernel.SUPPORTED:
+    kinds = {(p.device, p.dtype, m.dtype) for p, m in zip(params, exp_avgs, strict=True)}
+    for device, p_dtype, m_dtype in kinds:
+        if device.type != "cpu":
+            return f"fused=True supports CPU tensors only, got a parameter on {device}"
+        if (p_dtype, m_dtype) not in cpu_kernel.SUPPORTED:
             allowed = ", ".join(sorted(f"{a}/{b}" for a, b in cpu_kernel.SUPPORTED))
             return (
-                f"fused=True does not support parameter dtype {p.dtype} with momentum dtype "
-                f"{m.dtype} (supported param/momentum: {allowed})"
+                f"fused=True does not support parameter dtype {p_dtype} with momentum dtype "
+                f"{m_dtype} (supported param/momentum: {allowed})"
             )
     return None
 
@@ -304,7 +317,9 @@ def _single_tensor_lion(
 def _multi_tensor_lion(
     params, grads, exp_avgs, *, lr, beta1, beta2, decay, maximize, cautious
 ) -> None:
-    for (p_s, g_s, m_s), dtype in _group_for_foreach(params, grads, exp_avgs):
+    key = lambda p, m: (p.device, p.dtype, m.dtype)  # noqa: E731
+    for p_s, g_s, m_s in _split_by(key, params, grads, exp_avgs):
+        dtype = _compute_dtype(p_s[0].dtype)
         p_c = [p.to(dtype) for p in p_s]
         g_c = [g.to(dtype) for g in g_s]
         m_c = [m.to(dtype) for m in m_s]
@@ -325,44 +340,42 @@ def _multi_tensor_lion(
             torch._foreach_copy_(m_s, m_c)
 
 
-def _group_for_foreach(params, grads, exp_avgs):
-    """Split into lists of one (device, param dtype, momentum dtype) each, as foreach needs."""
-    groups: dict[tuple, tuple[list, list, list]] = {}
-    for p, g, m in zip(params, grads, exp_avgs, strict=True):
-        lists = groups.setdefault((p.device, p.dtype, m.dtype), ([], [], []))
-        for lst, t in zip(lists, (p, g, m), strict=True):
-            lst.append(t)
-    return [(lists, _compute_dtype(key[1])) for key, lists in groups.items()]
+def _fused_lion(params, grads, exp_avgs, **hyper) -> None:
+    write_back: list[tuple[Tensor, Tensor]] = []
+    if not all(map(Tensor.is_contiguous, itertools.chain(params, grads, exp_avgs))):
+        params, grads, exp_avgs, write_back = _dense_triples(params, grads, exp_avgs)
+    for p_s, g_s, m_s in _split_by(lambda p, m: (p.dtype, m.dtype), params, grads, exp_avgs):
+        cpu_kernel.lion_step(p_s, g_s, m_s, **hyper)
+    for dst, src in write_back:
+        dst.copy_(src)
 
 
-def _fused_lion(params, grads, exp_avgs, *, lr, beta1, beta2, decay, maximize, cautious) -> None:
-    # The kernel walks raw storage, so each triple must share one dense layout; any other
-    # triple is stepped on contiguous copies that are written back afterwards.
+def _dense_triples(params, grads, exp_avgs):
+    """The kernel walks raw storage, so each (p, g, m) must share one dense layout; any other
+    triple is stepped on contiguous copies, returned with the (original, copy) pairs to write
+    back afterwards."""
+    out: tuple[list, list, list] = ([], [], [])
     write_back = []
-    groups: dict[tuple, tuple[list, list, list]] = {}
     for p, g, m in zip(params, grads, exp_avgs, strict=True):
         if not _same_dense_layout(p, g, m):
-            p_c, m_c = p.contiguous(), m.contiguous()
-            write_back += [(p, p_c), (m, m_c)]
-            p, g, m = p_c, g.contiguous(), m_c
-        lists = groups.setdefault((p.dtype, m.dtype), ([], [], []))
-        for lst, t in zip(lists, (p, g, m), strict=True):
+            p_c, g, m_c = p.contiguous(), g.contiguous(), m.contiguous()
+            write_back += [(t, c) for t, c in ((p, p_c), (m, m_c)) if c is not t]
+            p, m = p_c, m_c
+        for lst, t in zip(out, (p, g, m), strict=True):
             lst.append(t)
-    for p_s, g_s, m_s in groups.values():
-        cpu_kernel.lion_step(
-            p_s,
-            g_s,
-            m_s,
-            lr=lr,
-            beta1=beta1,
-            beta2=beta2,
-            decay=decay,
-            maximize=maximize,
-            cautious=cautious,
-        )
-    for dst, src in write_back:
-        if dst.data_ptr() != src.data_ptr():
-            dst.copy_(src)
+    return (*out, write_back)
+
+
+def _split_by(key, params, grads, exp_avgs) -> list[tuple[list, list, list]]:
+    """Split the triples into lists sharing ``key(p, m)``; one split (the usual case) is free."""
+    keys = [key(p, m) for p, m in zip(params, exp_avgs, strict=True)]
+    if len(set(keys)) == 1:
+        return [(params, grads, exp_avgs)]
+    groups: dict[Any, tuple[list, list, list]] = {}
+    for k, *triple in zip(keys, params, grads, exp_avgs, strict=True):
+        for lst, t in zip(groups.setdefault(k, ([], [], [])), triple, strict=True):
+            lst.append(t)
+    return list(groups.values())
 
 
 def _same_dense_layout(p: Tensor, g: Tensor, m: Tensor) -> bool:
@@ -436,7 +449,9 @@ def _check_params(group: dict[str, Any], index: int) -> None:
                 f"parameters (group {index}); leave it None for complex params"
             )
     if group["fused"]:
-        momenta = [torch.empty(0, dtype=group["momentum_dtype"] or p.dtype) for p in group["params"]]
+        momenta = [
+            torch.empty(0, dtype=group["momentum_dtype"] or p.dtype) for p in group["params"]
+        ]
         real = _as_real([torch.empty(0, dtype=p.dtype, device=p.device) for p in group["params"]])
         if reason := fused_supported(real, _as_real(momenta)):
             raise ValueError(f"group {index}: {reason}")

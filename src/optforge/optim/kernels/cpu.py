@@ -30,7 +30,12 @@ _FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC"]
 _NATIVE = ["-march=native"]
 
 # (param dtype, momentum dtype) -> C function name.
-_STORAGE = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16", torch.float64: "f64"}
+_STORAGE = {
+    torch.float32: "f32",
+    torch.bfloat16: "bf16",
+    torch.float16: "f16",
+    torch.float64: "f64",
+}
 _F32, _BF16, _F16, _F64 = torch.float32, torch.bfloat16, torch.float16, torch.float64
 SUPPORTED = {
     (_F32, _F32), (_F32, _BF16), (_F32, _F16),

@@ -64,12 +64,28 @@ static inline void locate(const int64_t* starts, const int64_t* numel, int64_t k
 
 /* DEFINE_LION(name, P storage, M storage, compute type, fma) expands to
  *   int name(nt, P**, G**, M**, numel*, lr, w1, w2, decay, maximize, cautious, nthreads)
- * returning 0 on success, 1 if scratch memory could not be allocated. */
+ * returning 0 on success, 1 if scratch memory could not be allocated.
+ * The per-element loop is a separate always-inline function called with literal flags, so each
+ * (cautious, lerp branch) combination is compiled branch-free: a flag tested inside the loop
+ * stops gcc from vectorising it (measured: 8x slower). */
 #define DEFINE_LION(NAME, PT, PS, MT, MS, CT, FMA)                                               \
+    static inline __attribute__((always_inline)) void NAME##_chunk(                            \
+        PT* restrict p, const PT* restrict g, MT* restrict m, int64_t lo, int64_t hi, CT gsign,  \
+        CT nlr, CT w1, CT w2, CT decay, CT sc, const int cautious, const int small1,             \
+        const int small2) {                                                                     \
+        _Pragma("omp simd") for (int64_t i = lo; i < hi; ++i) {                                 \
+            CT gi = gsign * load_##PS(g, i), mi = load_##MS(m, i);                              \
+            CT u = (CT)SIGN(LERP(FMA, mi, gi, w1, small1));                                      \
+            if (cautious) u = u * gi > 0 ? u * sc : (CT)0;                                      \
+            store_##PS(p, i, FMA(nlr, u, load_##PS(p, i) * decay));                             \
+            store_##MS(m, i, LERP(FMA, mi, gi, w2, small2));                                    \
+        }                                                                                       \
+    }                                                                                           \
     int NAME(int64_t nt, PT** P, const PT** G, MT** M, const int64_t* numel, double lr_,      \
              double w1_, double w2_, double decay_, int maximize, int cautious, int nthreads) {  \
         const CT nlr = (CT)(-lr_), w1 = (CT)w1_, w2 = (CT)w2_, decay = (CT)decay_;             \
         const int small1 = fabs(w1_) < 0.5, small2 = fabs(w2_) < 0.5;                          \
+        const int variant = (cautious ? 4 : 0) | (small1 ? 2 : 0) | (small2 ? 1 : 0);            \
         const CT gsign = maximize ? (CT)-1 : (CT)1;                                             \
         int64_t* starts = malloc(sizeof(int64_t) * (nt + 1));                                  \
         if (!starts) return 1;                                                                  \
@@ -106,14 +122,17 @@ static inline void locate(const int64_t* starts, const int64_t* numel, int64_t k
             }                                                                                   \
             _Pragma("omp for schedule(static)") for (int64_t k = 0; k < total; ++k) {           \
                 locate(starts, numel, k, &t, &lo, &hi);                                         \
-                PT* restrict p = P[t]; const PT* restrict g = G[t]; MT* restrict m = M[t];      \
                 const CT sc = cautious ? scale[t] : (CT)1;                                      \
-                _Pragma("omp simd") for (int64_t i = lo; i < hi; ++i) {                         \
-                    CT gi = gsign * load_##PS(g, i), mi = load_##MS(m, i);                      \
-                    CT u = (CT)SIGN(LERP(FMA, mi, gi, w1, small1));                              \
-                    if (cautious) u = u * gi > 0 ? u * sc : (CT)0;                              \
-                    store_##PS(p, i, FMA(nlr, u, load_##PS(p, i) * decay));                     \
-                    store_##MS(m, i, LERP(FMA, mi, gi, w2, small2));                            \
+                PT* p = P[t]; const PT* g = G[t]; MT* m = M[t];                                 \
+                switch (variant) {                                                              \
+                    case 0: NAME##_chunk(p, g, m, lo, hi, gsign, nlr, w1, w2, decay, sc, 0, 0, 0); break; \
+                    case 1: NAME##_chunk(p, g, m, lo, hi, gsign, nlr, w1, w2, decay, sc, 0, 0, 1); break; \
+                    case 2: NAME##_chunk(p, g, m, lo, hi, gsign, nlr, w1, w2, decay, sc, 0, 1, 0); break; \
+                    case 3: NAME##_chunk(p, g, m, lo, hi, gsign, nlr, w1, w2, decay, sc, 0, 1, 1); break; \
+                    case 4: NAME##_chunk(p, g, m, lo, hi, gsign, nlr, w1, w2, decay, sc, 1, 0, 0); break; \
+                    case 5: NAME##_chunk(p, g, m, lo, hi, gsign, nlr, w1, w2, decay, sc, 1, 0, 1); break; \
+                    case 6: NAME##_chunk(p, g, m, lo, hi, gsign, nlr, w1, w2, decay, sc, 1, 1, 0); break; \
+                    default: NAME##_chunk(p, g, m, lo, hi, gsign, nlr, w1, w2, decay, sc, 1, 1, 1); break; \
                 }                                                                               \
             }                                                                                   \
         }                                                                                       \

@@ -1,0 +1,323 @@
+"""Step-time benchmark: optforge's Lion paths against torch's AdamW and other Lions, in one run.
+
+The optimizer step is memory-bound: Lion must move 20 bytes per fp32 parameter (read p, g, m;
+write p, m) and AdamW 28. So besides milliseconds we print the effective bandwidth and compare
+it with a measured copy bandwidth and with a ``torch.compile``d Lion over one flat tensor of the
+same size (the practical limit). All candidates run round-robin in the same process, so machine
+noise hits them alike; only ratios measured in one run are meaningful.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import types
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+import torch
+
+import optforge
+
+LION_BYTES, ADAMW_BYTES = 20, 28
+REFERENCE = "torch AdamW fused"
+LIMIT = "compiled flat Lion (limit)"
+
+
+@dataclass
+class Row:
+    name: str
+    bytes_per_param: int
+    times_ms: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ms(self) -> float:
+        return statistics.median(self.times_ms) if self.times_ms else float("nan")
+
+    def spread(self) -> tuple[float, float]:
+        """10th and 90th percentile of the step times."""
+        if len(self.times_ms) < 2:
+            return self.ms, self.ms
+        q = statistics.quantiles(self.times_ms, n=10)
+        return q[0], q[-1]
+
+
+@dataclass
+class Report:
+    device: str
+    params: int
+    tensors: int
+    threads: int
+    copy_gbps: float
+    rows: list[Row]
+    first_step_s: float | None
+    date: str
+    machine: str
+    torch_version: str
+
+    def row(self, name: str) -> Row | None:
+        return next((r for r in self.rows if r.name == name and r.times_ms), None)
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        for r, d in zip(self.rows, out["rows"], strict=True):
+            d.update(ms=r.ms, p10_ms=r.spread()[0], p90_ms=r.spread()[1], gbps=self.gbps(r))
+            d["vs_adamw_fused"] = self.ratio(r, REFERENCE)
+            d["vs_limit"] = self.ratio(r, LIMIT)
+        return out
+
+    def gbps(self, r: Row) -> float:
+        return r.bytes_per_param * self.params / (r.ms / 1e3) / 1e9
+
+    def ratio(self, r: Row, to: str) -> float | None:
+        ref = self.row(to)
+        return r.ms / ref.ms if ref and r.times_ms else None
+
+
+def model_shapes(total: float) -> list[tuple[int, ...]]:
+    """Transformer-like tensor shapes (MLP, attention, norms, biases) adding up to >= total."""
+    d = 1024 if total >= 50e6 else 256
+    block = [(d, 4 * d), (4 * d, d), (d, 3 * d), (d, d), (d,), (d,), (4 * d,)]
+    shapes, n = [], 0
+    while n < total:
+        for shape in block:
+            shapes.append(shape)
+            n += torch.Size(shape).numel()
+    return shapes
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time_ms(fn: Callable[[], object], device: str, iters: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    out = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
+def _timm_lion():
+    """timm's Lion class without importing timm (whose __init__ needs torchvision)."""
+    spec = importlib.util.find_spec("timm")
+    if spec is None or spec.origin is None:
+        return None
+    pkg = types.ModuleType("_timm_optim")
+    pkg.__path__ = [os.path.join(os.path.dirname(spec.origin), "optim")]
+    sys.modules["_timm_optim"] = pkg
+    return importlib.import_module("_timm_optim.lion").Lion
+
+
+def candidates(params: list[torch.nn.Parameter]) -> dict[str, tuple[Callable, int]]:
+    """Name -> (optimizer factory, bytes per param). Other libraries only when installed."""
+    lion_kw = dict(lr=1e-4, weight_decay=0.1)
+    out: dict[str, tuple[Callable, int]] = {}
+    if params[0].device.type == "cpu":
+        out["optforge Lion fused"] = (lambda: optforge.Lion(params, fused=True, **lion_kw), 20)
+    out["optforge Lion foreach"] = (lambda: optforge.Lion(params, foreach=True, **lion_kw), 20)
+    out["optforge Lion single"] = (
+        lambda: optforge.Lion(params, foreach=False, fused=False, **lion_kw),
+        20,
+    )
+    out[REFERENCE] = (lambda: torch.optim.AdamW(params, lr=1e-3, fused=True), ADAMW_BYTES)
+    out["torch AdamW foreach"] = (
+        lambda: torch.optim.AdamW(params, lr=1e-3, foreach=True),
+        ADAMW_BYTES,
+    )
+    if timm_lion := _timm_lion():
+        out["timm Lion foreach"] = (lambda: timm_lion(params, foreach=True, **lion_kw), 20)
+        out["timm Lion single"] = (lambda: timm_lion(params, foreach=False, **lion_kw), 20)
+    if importlib.util.find_spec("lion_pytorch"):
+        from lion_pytorch import Lion as LucidLion
+        from lion_pytorch.foreach import Lion as LucidLionForeach
+
+        out["lion-pytorch"] = (lambda: LucidLion(params, **lion_kw), 20)
+        out["lion-pytorch foreach"] = (lambda: LucidLionForeach(params, **lion_kw), 20)
+    return out
+
+
+def _compiled_flat_lion(n: int, device: str) -> Callable[[], None]:
+    p, g, m = (torch.randn(n, device=device) for _ in range(3))
+
+    @torch.compile
+    def step(p, g, m):
+        u = torch.sign(m * 0.9 + g * 0.1)
+        p.copy_(p * (1 - 1e-5) - 1e-4 * u)
+        m.copy_(m * 0.99 + g * 0.01)
+
+    return lambda: step(p, g, m)
+
+
+def copy_bandwidth_gbps(n: int, device: str, iters: int) -> float:
+    src = torch.empty(n, device=device)
+    dst = torch.empty_like(src)
+    ms = statistics.median(_time_ms(lambda: dst.copy_(src), device, iters, warmup=2))
+    return 2 * 4 * n / (ms / 1e3) / 1e9
+
+
+_FIRST_STEP_SCRIPT = """
+import sys, time, torch, optforge
+shapes = eval(sys.argv[1])
+params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+for p in params:
+    p.grad = torch.randn_like(p)
+opt = optforge.Lion(params, lr=1e-4, weight_decay=0.1)
+t = time.perf_counter(); opt.step(); first = time.perf_counter() - t
+t = time.perf_counter(); opt.step(); second = time.perf_counter() - t
+print(first - second)
+"""
+
+
+def first_step_overhead_s(shapes: list[tuple[int, ...]]) -> float:
+    """Extra time of the first default-Lion step in a fresh process (kernel cache warm)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _FIRST_STEP_SCRIPT, repr(shapes)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def run(
+    params: float = 20e6,
+    device: str = "cpu",
+    iters: int = 10,
+    rounds: int = 3,
+    compiled_limit: bool = True,
+    first_step: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> Report:
+    """Measure every candidate ``rounds`` times, round-robin, ``iters`` steps each time."""
+    progress = progress or (lambda _: None)
+    torch.manual_seed(0)
+    shapes = model_shapes(params)
+    tensors = [torch.nn.Parameter(torch.randn(s, device=device)) for s in shapes]
+    for p in tensors:
+        p.grad = torch.randn_like(p)
+    n = sum(p.numel() for p in tensors)
+    progress("copy bandwidth")
+    copy_gbps = copy_bandwidth_gbps(n, device, iters)
+
+    rows, steps = [], []
+    for name, (make, nbytes) in candidates(tensors).items():
+        rows.append(Row(name, nbytes))
+        try:
+            step = make().step
+        except Exception as e:  # a broken third-party optimizer must not stop the benchmark
+            rows[-1].error, step = f"{type(e).__name__}: {e}", None
+        steps.append(step)
+    if compiled_limit:
+        progress("compiling the flat Lion limit")
+        rows.append(Row(LIMIT, LION_BYTES))
+        steps.append(_compiled_flat_lion(n, device))
+
+    for r in range(rounds):
+        for row, step in zip(rows, steps, strict=True):
+            if step is None:
+                continue
+            progress(f"round {r + 1}/{rounds}: {row.name}")
+            try:
+                row.times_ms += _time_ms(step, device, iters, warmup=3 if r == 0 else 1)
+            except Exception as e:
+                row.error = f"{type(e).__name__}: {e}"
+    overhead = None
+    if first_step and device == "cpu":
+        progress("first step in a fresh process")
+        overhead = first_step_overhead_s(shapes)
+    return Report(
+        device=device,
+        params=n,
+        tensors=len(tensors),
+        threads=torch.get_num_threads(),
+        copy_gbps=copy_gbps,
+        rows=rows,
+        first_step_s=overhead,
+        date=datetime.now(UTC).strftime("%Y-%m-%d"),
+        machine=f"{platform.machine()} {_cpu_name()}, {os.cpu_count()} cores",
+        torch_version=torch.__version__,
+    )
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((ln for ln in f if ln.startswith("model name")), "")
+        return line.split(":", 1)[1].strip()
+    except (OSError, IndexError):
+        return platform.processor()
+
+
+def write_json(report: Report, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(report.to_json(), f, indent=2)
+
+
+COLUMNS = [
+    "implementation",
+    "ms/step",
+    "p10-p90 ms",
+    "GB/s",
+    "% copy BW",
+    "vs AdamW fused",
+    "vs limit",
+]
+
+
+def table_rows(report: Report) -> list[list[str]]:
+    """The table as strings, one list per implementation, in COLUMNS order."""
+    out = []
+    for r in report.rows:
+        if not r.times_ms:
+            out.append([r.name, "failed", r.error or "", "", "", "", ""])
+            continue
+        lo, hi = r.spread()
+        gbps = report.gbps(r)
+        ratios = [report.ratio(r, REFERENCE), report.ratio(r, LIMIT)]
+        out.append(
+            [
+                r.name,
+                f"{r.ms:.2f}",
+                f"{lo:.2f}-{hi:.2f}",
+                f"{gbps:.1f}",
+                f"{100 * gbps / report.copy_gbps:.0f}",
+                *(f"{x:.2f}x" if x is not None else "-" for x in ratios),
+            ]
+        )
+    return out
+
+
+def header(report: Report) -> str:
+    first = (
+        f"; first-step overhead of the default Lion in a fresh process: {report.first_step_s:.3f} s"
+        if report.first_step_s is not None
+        else ""
+    )
+    return (
+        f"{report.date}, {report.machine}, torch {report.torch_version}, "
+        f"{report.threads} threads, device {report.device}: {report.params / 1e6:.1f}M fp32 params "
+        f"in {report.tensors} tensors; copy bandwidth {report.copy_gbps:.1f} GB/s{first}"
+    )
+
+
+def markdown(report: Report) -> str:
+    lines = [header(report), "", "| " + " | ".join(COLUMNS) + " |"]
+    lines.append("|" + "---|" * len(COLUMNS))
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
+    return "\n".join(lines)

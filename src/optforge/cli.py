@@ -1,0 +1,109 @@
+"""The ``optforge`` command line: argparse for parsing, rich for what people read."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _positive_count(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (e.g. 20e6)") from None
+    if not (1 <= value < math.inf):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 1")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="optforge",
+        description="Discover optimizers by evolutionary program search; benchmark Lion.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    bench = commands.add_parser("bench", help="measure optimizers against the anchors")
+    benches = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    step = benches.add_parser(
+        "step",
+        help="optimizer step time: Lion paths vs torch AdamW and other Lions",
+        description="Time opt.step() of every Lion path, torch AdamW (foreach, fused), timm "
+        "and lion-pytorch Lions when installed, and a compiled flat Lion (the limit), "
+        "round-robin in one run.",
+    )
+    step.add_argument("--params", type=_positive_count, default=20e6, help="total (20e6)")
+    step.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    step.add_argument("--iters", type=_positive_int, default=10, help="timed steps per round")
+    step.add_argument("--rounds", type=_positive_int, default=3, help="round-robin rounds")
+    step.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's)")
+    step.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    step.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    step.add_argument(
+        "--no-limit", action="store_true", help="skip the torch.compile'd flat Lion (~20 s)"
+    )
+    step.add_argument(
+        "--no-first-step", action="store_true", help="skip the fresh-process first-step timing"
+    )
+    step.set_defaults(handler=_bench_step)
+    return parser
+
+
+def _bench_step(args: argparse.Namespace, console: Console) -> int:
+    import torch
+
+    from optforge.bench import step as bench
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        console.print("[red]--device cuda: no CUDA device is available to torch here[/red]")
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with console.status("benchmarking") as status:
+        report = bench.run(
+            params=args.params,
+            device=args.device,
+            iters=args.iters,
+            rounds=args.rounds,
+            compiled_limit=not args.no_limit,
+            first_step=not args.no_first_step,
+            progress=lambda text: status.update(f"benchmarking: {text}"),
+        )
+    if args.markdown:
+        console.print(bench.markdown(report), markup=False, highlight=False)
+    else:
+        table = Table(title=bench.header(report), title_justify="left")
+        for i, col in enumerate(bench.COLUMNS):
+            table.add_column(col, justify="left" if i == 0 else "right", no_wrap=True)
+        for row in bench.table_rows(report):
+            table.add_row(*row)
+        console.print(table)
+    if args.json:
+        bench.write_json(report, args.json)
+        console.print(f"wrote {args.json}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Piped output (CI logs, files) gets a fixed width so tables are not squeezed to 80 columns.
+    console = Console() if sys.stdout.isatty() else Console(width=130)
+    return args.handler(args, console)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
