@@ -381,7 +381,20 @@ def _split_by(key, params, grads, exp_avgs) -> list[tuple[list, list, list]]:
 def _same_dense_layout(p: Tensor, g: Tensor, m: Tensor) -> bool:
     if p.is_contiguous() and g.is_contiguous() and m.is_contiguous():
         return True
-    return p.is_non_overlapping_and_dense() and p.stride() == g.stride() == m.stride()
+    return p.stride() == g.stride() == m.stride() and _is_dense(p)
+
+
+def _is_dense(t: Tensor) -> bool:
+    """True when t's elements fill one gap-free block of memory, in any dimension order."""
+    expected = 1
+    for size, stride in sorted(
+        ((size, stride) for size, stride in zip(t.shape, t.stride(), strict=True) if size != 1),
+        key=lambda x: x[1],
+    ):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
