@@ -177,10 +177,15 @@ SCHEDULERS = {
     "ConstantLR": lambda o: torch.optim.lr_scheduler.ConstantLR(o, 0.5, total_iters=5),
     "PolynomialLR": lambda o: torch.optim.lr_scheduler.PolynomialLR(o, STEPS, power=2.0),
     "OneCycleLR": lambda o: torch.optim.lr_scheduler.OneCycleLR(
-        o, max_lr=2e-2, total_steps=STEPS  # also cycles beta1 through the group's betas
+        o,
+        max_lr=2e-2,
+        total_steps=STEPS,  # also cycles beta1 through the group's betas
     ),
     "CyclicLR": lambda o: torch.optim.lr_scheduler.CyclicLR(
-        o, 1e-3, 1e-2, step_size_up=4  # cycles beta1 as well
+        o,
+        1e-3,
+        1e-2,
+        step_size_up=4,  # cycles beta1 as well
     ),
     "SequentialLR": lambda o: torch.optim.lr_scheduler.SequentialLR(
         o,

@@ -129,9 +129,14 @@ class Lion(Optimizer):
                 group.setdefault(key, value)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # torch casts floating state to the param dtype; restore the configured momentum dtype.
+        """Load hyper-parameters and state as torch does, with two differences: the momentum
+        keeps its configured ``momentum_dtype`` (torch would cast it to the param dtype), and
+        ``foreach``/``fused`` stay as this optimizer was built: they describe where this run
+        executes, not the training state (a foreach checkpoint can resume on the fused path)."""
+        paths = [(g["foreach"], g["fused"]) for g in self.param_groups]
         super().load_state_dict(state_dict)
-        for group in self.param_groups:
+        for group, (foreach, fused) in zip(self.param_groups, paths, strict=True):
+            group["foreach"], group["fused"] = foreach, fused
             for p in group["params"]:
                 state = self.state.get(p)
                 if state and "exp_avg" in state:

@@ -82,7 +82,14 @@ def _compile(cc: str, src: Path, out: Path) -> None:
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
         os.close(fd)
         cmd = [cc, *_FLAGS, *extra, str(src), "-o", tmp, "-lm"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+        except OSError as e:  # the compiler itself cannot be run
+            os.unlink(tmp)
+            raise KernelBuildError(
+                f"building optforge's fused CPU Lion failed: cannot run {cc!r} ({e}); install "
+                "gcc (e.g. `apt-get install -y gcc`) or set OPTFORGE_CC; or pass foreach=True"
+            ) from e
         if proc.returncode == 0:
             os.replace(tmp, out)  # atomic: concurrent builders never see a half-written file
             return
