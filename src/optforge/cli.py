@@ -84,7 +84,7 @@ def _bench_step(args: argparse.Namespace, console: Console) -> int:
             progress=lambda text: status.update(f"benchmarking: {text}"),
         )
     if args.markdown:
-        console.print(bench.markdown(report), markup=False, highlight=False)
+        print(bench.markdown(report))  # plain text: no wrapping, ready to paste into docs
     else:
         table = Table(title=bench.header(report), title_justify="left")
         for i, col in enumerate(bench.COLUMNS):

@@ -122,6 +122,14 @@ class Lion(Optimizer):
             self.param_groups.pop()
             raise
 
+    def _momentum(self, p: Tensor, group: dict[str, Any]) -> Tensor:
+        state = self.state[p]
+        if "exp_avg" not in state:  # lazily, so only params that get gradients cost memory
+            state["exp_avg"] = torch.zeros_like(
+                p, dtype=group["momentum_dtype"], memory_format=torch.preserve_format
+            )
+        return state["exp_avg"]
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         for group in self.param_groups:
@@ -151,23 +159,14 @@ class Lion(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for index, group in enumerate(self.param_groups):
-            params, grads, exp_avgs = [], [], []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise TypeError(
-                        f"Lion does not support sparse gradients (group {index} has a parameter "
-                        f"of shape {tuple(p.shape)} with a sparse grad); use dense gradients"
-                    )
-                state = self.state[p]
-                if "exp_avg" not in state:
-                    state["exp_avg"] = torch.zeros_like(
-                        p, dtype=group["momentum_dtype"], memory_format=torch.preserve_format
-                    )
-                params.append(p)
-                grads.append(p.grad)
-                exp_avgs.append(state["exp_avg"])
+            params = [p for p in group["params"] if p.grad is not None]
+            grads = [p.grad for p in params]
+            if any(g.is_sparse for g in grads):
+                raise TypeError(
+                    f"Lion does not support sparse gradients (group {index} has a parameter "
+                    f"with a sparse grad); use dense gradients"
+                )
+            exp_avgs = [self._momentum(p, group) for p in params]
             beta1, beta2 = group["betas"]
             _lion(
                 params,

@@ -13,6 +13,7 @@ never hands one CPU code built for another. ``$OPTFORGE_CC`` picks the compiler 
 
 from __future__ import annotations
 
+import array
 import ctypes
 import functools
 import hashlib
@@ -109,12 +110,23 @@ def library() -> ctypes.CDLL:
             [text, cc.encode(), " ".join(_FLAGS + _NATIVE).encode(), _cpu_identity().encode()]
         )
     ).hexdigest()[:16]
-    path = cache_dir() / f"lion_cpu-{key}.so"
-    if not path.exists():
-        with resources.as_file(src) as src_path:
-            _compile(cc, Path(src_path), path)
+    name = f"lion_cpu-{key}.so"
+    # An unwritable cache (read-only home, sandbox) falls back to a per-user temp folder.
+    fallback = Path(tempfile.gettempdir()) / f"optforge-kernels-{os.getuid()}"
+    for folder in (cache_dir(), fallback):
+        path = folder / name
+        if path.exists():
+            break
+        try:
+            with resources.as_file(src) as src_path:
+                _compile(cc, Path(src_path), path)
+            break
+        except PermissionError as e:
+            error = e
+    else:
+        raise KernelBuildError(f"no writable folder for optforge's kernel cache: {error}")
     lib = ctypes.CDLL(str(path))
-    args = [ctypes.c_int64, *[ctypes.c_void_p] * 4, *[ctypes.c_double] * 4, *[ctypes.c_int] * 3]
+    args = [ctypes.c_int64, ctypes.c_void_p, *[ctypes.c_double] * 4, *[ctypes.c_int] * 3]
     for p_dtype, m_dtype in SUPPORTED:
         fn = getattr(lib, f"lion_{_STORAGE[p_dtype]}_{_STORAGE[m_dtype]}")
         fn.argtypes = args
@@ -129,10 +141,6 @@ def available() -> bool:
     except (KernelBuildError, OSError):
         return False
     return True
-
-
-def _pointer_table(tensors: list[torch.Tensor]) -> ctypes.Array:
-    return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() for t in tensors])
 
 
 def lion_step(
@@ -153,13 +161,18 @@ def lion_step(
     kernel walks raw storage. ``decay`` is ``1 - lr * weight_decay``.
     """
     fn = getattr(library(), f"lion_{_STORAGE[params[0].dtype]}_{_STORAGE[exp_avgs[0].dtype]}")
-    numel = (ctypes.c_int64 * len(params))(*[p.numel() for p in params])
+    table = array.array(
+        "q",
+        [
+            *map(torch.Tensor.data_ptr, params),
+            *map(torch.Tensor.data_ptr, grads),
+            *map(torch.Tensor.data_ptr, exp_avgs),
+            *map(torch.Tensor.numel, params),
+        ],
+    )
     rc = fn(
         len(params),
-        _pointer_table(params),
-        _pointer_table(grads),
-        _pointer_table(exp_avgs),
-        numel,
+        table.buffer_info()[0],
         lr,
         1.0 - beta1,
         1.0 - beta2,

@@ -63,8 +63,10 @@ static inline void locate(const int64_t* starts, const int64_t* numel, int64_t k
 }
 
 /* DEFINE_LION(name, P storage, M storage, compute type, fma) expands to
- *   int name(nt, P**, G**, M**, numel*, lr, w1, w2, decay, maximize, cautious, nthreads)
- * returning 0 on success, 1 if scratch memory could not be allocated.
+ *   int name(nt, table, lr, w1, w2, decay, maximize, cautious, nthreads)
+ * where table holds 4*nt int64: nt param addresses, nt grad addresses, nt momentum addresses,
+ * nt element counts (one flat table: the cheapest thing to build from Python). Returns 0 on
+ * success, 1 if scratch memory could not be allocated.
  * The per-element loop is a separate always-inline function called with literal flags, so each
  * (cautious, lerp branch) combination is compiled branch-free: a flag tested inside the loop
  * stops gcc from vectorising it (measured: 8x slower). */
@@ -81,8 +83,9 @@ static inline void locate(const int64_t* starts, const int64_t* numel, int64_t k
             store_##MS(m, i, LERP(FMA, mi, gi, w2, small2));                                    \
         }                                                                                       \
     }                                                                                           \
-    int NAME(int64_t nt, PT** P, const PT** G, MT** M, const int64_t* numel, double lr_,      \
-             double w1_, double w2_, double decay_, int maximize, int cautious, int nthreads) {  \
+    int NAME(int64_t nt, const int64_t* table, double lr_, double w1_, double w2_,             \
+             double decay_, int maximize, int cautious, int nthreads) {                         \
+        const int64_t* numel = table + 3 * nt;                                                  \
         const CT nlr = (CT)(-lr_), w1 = (CT)w1_, w2 = (CT)w2_, decay = (CT)decay_;             \
         const int small1 = fabs(w1_) < 0.5, small2 = fabs(w2_) < 0.5;                          \
         const int variant = (cautious ? 4 : 0) | (small1 ? 2 : 0) | (small2 ? 1 : 0);            \
@@ -104,7 +107,8 @@ static inline void locate(const int64_t* starts, const int64_t* numel, int64_t k
             if (cautious) {                                                                     \
                 _Pragma("omp for schedule(static)") for (int64_t k = 0; k < total; ++k) {       \
                     locate(starts, numel, k, &t, &lo, &hi);                                     \
-                    const PT* g = G[t]; const MT* m = M[t];                                     \
+                    const PT* g = (const PT*)(uintptr_t)table[nt + t];                          \
+                    const MT* m = (const MT*)(uintptr_t)table[2 * nt + t];                      \
                     int64_t n = 0;                                                              \
                     for (int64_t i = lo; i < hi; ++i) {                                         \
                         CT gi = gsign * load_##PS(g, i), mi = load_##MS(m, i);                  \
@@ -123,7 +127,9 @@ static inline void locate(const int64_t* starts, const int64_t* numel, int64_t k
             _Pragma("omp for schedule(static)") for (int64_t k = 0; k < total; ++k) {           \
                 locate(starts, numel, k, &t, &lo, &hi);                                         \
                 const CT sc = cautious ? scale[t] : (CT)1;                                      \
-                PT* p = P[t]; const PT* g = G[t]; MT* m = M[t];                                 \
+                PT* p = (PT*)(uintptr_t)table[t];                                               \
+                const PT* g = (const PT*)(uintptr_t)table[nt + t];                              \
+                MT* m = (MT*)(uintptr_t)table[2 * nt + t];                                      \
                 switch (variant) {                                                              \
                     case 0: NAME##_chunk(p, g, m, lo, hi, gsign, nlr, w1, w2, decay, sc, 0, 0, 0); break; \
                     case 1: NAME##_chunk(p, g, m, lo, hi, gsign, nlr, w1, w2, decay, sc, 0, 0, 1); break; \
