@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--params", type=_positive_count, default=20e6, help="total (20e6)")
     step.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     step.add_argument("--iters", type=_positive_int, default=10, help="timed steps per round")
-    step.add_argument("--rounds", type=_positive_int, default=3, help="round-robin rounds")
+    step.add_argument("--rounds", type=_positive_int, default=5, help="round-robin rounds")
     step.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's)")
     step.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     step.add_argument("--markdown", action="store_true", help="print a Markdown table")

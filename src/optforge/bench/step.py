@@ -199,7 +199,7 @@ def run(
     params: float = 20e6,
     device: str = "cpu",
     iters: int = 10,
-    rounds: int = 3,
+    rounds: int = 5,
     compiled_limit: bool = True,
     first_step: bool = True,
     progress: Callable[[str], None] | None = None,
