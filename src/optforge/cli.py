@@ -57,9 +57,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-limit", action="store_true", help="skip the torch.compile'd flat Lion (~20 s)"
     )
     step.add_argument(
+        "--compiled",
+        action="store_true",
+        help="add torch.compile(opt.step) of timm Lion and torch AdamW (~1 min to compile)",
+    )
+    step.add_argument(
         "--no-first-step", action="store_true", help="skip the fresh-process first-step timing"
     )
     step.set_defaults(handler=_bench_step)
+
+    show = benches.add_parser("show", help="print the table of a saved `bench step --json` file")
+    show.add_argument("file", metavar="FILE")
+    show.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    show.set_defaults(handler=_bench_show)
+
+    summary = benches.add_parser(
+        "summary",
+        help="ratios across several `bench step --json` results (min-max over runs)",
+    )
+    summary.add_argument("files", nargs="+", metavar="FILE", help="JSON files of bench step")
+    summary.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    summary.set_defaults(handler=_bench_summary)
     return parser
 
 
@@ -80,28 +98,78 @@ def _bench_step(args: argparse.Namespace, console: Console) -> int:
             iters=args.iters,
             rounds=args.rounds,
             compiled_limit=not args.no_limit,
+            compiled_steps=args.compiled,
             first_step=not args.no_first_step,
             progress=lambda text: status.update(f"benchmarking: {text}"),
         )
-    if args.markdown:
-        print(bench.markdown(report))  # plain text: no wrapping, ready to paste into docs
-    else:
-        table = Table(title=bench.header(report), title_justify="left")
-        for i, col in enumerate(bench.COLUMNS):
-            table.add_column(col, justify="left" if i == 0 else "right", no_wrap=True)
-        for row in bench.table_rows(report):
-            table.add_row(*row)
-        console.print(table)
+    _print_report(report, args.markdown, console)
     if args.json:
         bench.write_json(report, args.json)
         console.print(f"wrote {args.json}")
     return 0
 
 
+def _print_report(report, markdown: bool, console: Console) -> None:
+    from optforge.bench import step as bench
+
+    if markdown:
+        print(bench.markdown(report))  # plain text: no wrapping, ready to paste into docs
+        return
+    table = Table(title=bench.header(report), title_justify="left")
+    for i, col in enumerate(bench.COLUMNS):
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=True)
+    for row in bench.table_rows(report):
+        table.add_row(*row)
+    console.print(table)
+
+
+def _read_json(path: str, console: Console) -> dict | None:
+    import json
+
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        console.print(f"[red]cannot read {path}: {e}[/red]")
+        return None
+
+
+def _bench_show(args: argparse.Namespace, console: Console) -> int:
+    from optforge.bench import step as bench
+
+    data = _read_json(args.file, console)
+    if data is None:
+        return 2
+    _print_report(bench.Report.from_json(data), args.markdown, console)
+    return 0
+
+
+def _bench_summary(args: argparse.Namespace, console: Console) -> int:
+    from optforge.bench import step as bench
+
+    runs = [_read_json(path, console) for path in args.files]
+    if any(run is None for run in runs):
+        return 2
+    rows = bench.summarize(runs)
+    if args.markdown:
+        print("| " + " | ".join(bench.SUMMARY_COLUMNS) + " |")
+        print("|" + "---|" * len(bench.SUMMARY_COLUMNS))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+        return 0
+    table = Table(title=f"{len(runs)} runs", title_justify="left")
+    for i, col in enumerate(bench.SUMMARY_COLUMNS):
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Piped output (CI logs, files) gets a fixed width so tables are not squeezed to 80 columns.
-    console = Console() if sys.stdout.isatty() else Console(width=130)
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     return args.handler(args, console)
 
 

@@ -52,7 +52,24 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys):
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "| optforge Lion fused |" in text and "| torch AdamW fused |" in text
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert len({line.count("|") for line in table}) == 1, "header and rows differ in columns"
     data = json.loads(out.read_text())
     rows = {r["name"]: r for r in data["rows"]}
     assert rows["torch AdamW fused"]["vs_adamw_fused"] == pytest.approx(1.0)
     assert data["params"] > 1e5
+
+
+def test_saved_results_can_be_shown_and_summarized(tmp_path, capsys, report):
+    files = []
+    for i in range(2):
+        files.append(str(tmp_path / f"run{i}.json"))
+        bench.write_json(report, files[-1])
+    assert main(["bench", "show", files[0], "--markdown"]) == 0
+    shown = capsys.readouterr().out
+    assert bench.markdown(report) in shown
+    assert main(["bench", "summary", *files, "--markdown"]) == 0
+    summary = capsys.readouterr().out
+    lion = next(line for line in summary.splitlines() if line.startswith("| optforge Lion fused"))
+    ratio = report.ratio(report.row("optforge Lion fused"), bench.REFERENCE)
+    assert f"| 2 | {report.row('optforge Lion fused').ms:.2f} | {ratio:.2f}-{ratio:.2f}x |" in lion

@@ -26,10 +26,12 @@ from datetime import UTC, datetime
 import torch
 
 import optforge
+from optforge.optim import lion
 
 LION_BYTES, ADAMW_BYTES = 20, 28
 REFERENCE = "torch AdamW fused"
 LIMIT = "compiled flat Lion (limit)"
+FLAT_FUSED = "optforge Lion fused, flat tensor"
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Row:
     name: str
     bytes_per_param: int
     times_ms: list[float] = field(default_factory=list)
+    first_call_s: float | None = None  # includes state allocation, and compilation if any
     error: str | None = None
 
     @property
@@ -63,6 +66,15 @@ class Report:
     date: str
     machine: str
     torch_version: str
+
+    @classmethod
+    def from_json(cls, data: dict) -> Report:
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        row_fields = Row.__dataclass_fields__
+        fields["rows"] = [
+            Row(**{k: v for k, v in r.items() if k in row_fields}) for r in data["rows"]
+        ]
+        return cls(**fields)
 
     def row(self, name: str) -> Row | None:
         return next((r for r in self.rows if r.name == name and r.times_ms), None)
@@ -124,8 +136,12 @@ def _timm_lion():
     return importlib.import_module("_timm_optim.lion").Lion
 
 
-def candidates(params: list[torch.nn.Parameter]) -> dict[str, tuple[Callable, int]]:
-    """Name -> (optimizer factory, bytes per param). Other libraries only when installed."""
+def candidates(
+    params: list[torch.nn.Parameter], compiled: bool = False
+) -> dict[str, tuple[Callable, int]]:
+    """Name -> (factory of a step function, bytes per param). Other libraries only when
+    installed; ``compiled`` adds ``torch.compile(opt.step)`` of timm's Lion and torch's AdamW
+    (PyTorch's documented recipe: what a user gets by compiling a step themselves)."""
     lion_kw = dict(lr=1e-4, weight_decay=0.1)
     out: dict[str, tuple[Callable, int]] = {}
     if params[0].device.type == "cpu":
@@ -149,10 +165,33 @@ def candidates(params: list[torch.nn.Parameter]) -> dict[str, tuple[Callable, in
 
         out["lion-pytorch"] = (lambda: LucidLion(params, **lion_kw), 20)
         out["lion-pytorch foreach"] = (lambda: LucidLionForeach(params, **lion_kw), 20)
-    return out
+    if compiled:
+        out[COMPILED_ADAMW] = (
+            lambda: torch.optim.AdamW(params, lr=1e-3, foreach=True),
+            ADAMW_BYTES,
+        )
+        if timm_lion:
+            out[COMPILED_TIMM] = (lambda: timm_lion(params, foreach=True, **lion_kw), 20)
+    return {name: (_stepper(make, name in _COMPILED), n) for name, (make, n) in out.items()}
 
 
-def _compiled_flat_lion(n: int, device: str) -> Callable[[], None]:
+COMPILED_ADAMW = "torch AdamW foreach, compiled step"
+COMPILED_TIMM = "timm Lion foreach, compiled step"
+_COMPILED = {COMPILED_ADAMW, COMPILED_TIMM}
+
+
+def _stepper(make_optimizer: Callable, compiled: bool) -> Callable[[], Callable[[], object]]:
+    def make():
+        step = make_optimizer().step
+        return torch.compile(step) if compiled else step
+
+    return make
+
+
+def _flat_lions(n: int, device: str) -> dict[str, Callable[[], None]]:
+    """The limit: a torch.compile'd Lion over one flat tensor of n elements, and optforge's
+    fused Lion on the very same buffers, which separates the kernel's own speed from what
+    182 separately allocated tensors cost."""
     p, g, m = (torch.randn(n, device=device) for _ in range(3))
 
     @torch.compile
@@ -161,7 +200,13 @@ def _compiled_flat_lion(n: int, device: str) -> Callable[[], None]:
         p.copy_(p * (1 - 1e-5) - 1e-4 * u)
         m.copy_(m * 0.99 + g * 0.01)
 
-    return lambda: step(p, g, m)
+    def fused():
+        lion([p], [g], [m], lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.1)
+
+    out = {LIMIT: lambda: step(p, g, m)}
+    if device == "cpu":
+        out[FLAT_FUSED] = fused
+    return out
 
 
 def copy_bandwidth_gbps(n: int, device: str, iters: int) -> float:
@@ -172,8 +217,8 @@ def copy_bandwidth_gbps(n: int, device: str, iters: int) -> float:
 
 
 _FIRST_STEP_SCRIPT = """
-import sys, time, torch, optforge
-shapes = eval(sys.argv[1])
+import json, sys, time, torch, optforge
+shapes = json.loads(sys.argv[1])
 params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
 for p in params:
     p.grad = torch.randn_like(p)
@@ -187,7 +232,7 @@ print(first - second)
 def first_step_overhead_s(shapes: list[tuple[int, ...]]) -> float:
     """Extra time of the first default-Lion step in a fresh process (kernel cache warm)."""
     proc = subprocess.run(
-        [sys.executable, "-c", _FIRST_STEP_SCRIPT, repr(shapes)],
+        [sys.executable, "-c", _FIRST_STEP_SCRIPT, json.dumps(shapes)],
         capture_output=True,
         text=True,
         check=True,
@@ -201,6 +246,7 @@ def run(
     iters: int = 10,
     rounds: int = 5,
     compiled_limit: bool = True,
+    compiled_steps: bool = False,
     first_step: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> Report:
@@ -216,17 +262,17 @@ def run(
     copy_gbps = copy_bandwidth_gbps(n, device, iters)
 
     rows, steps = [], []
-    for name, (make, nbytes) in candidates(tensors).items():
+    for name, (make, nbytes) in candidates(tensors, compiled_steps).items():
         rows.append(Row(name, nbytes))
         try:
-            step = make().step
+            step = make()
         except Exception as e:  # a broken third-party optimizer must not stop the benchmark
             rows[-1].error, step = f"{type(e).__name__}: {e}", None
         steps.append(step)
     if compiled_limit:
-        progress("compiling the flat Lion limit")
-        rows.append(Row(LIMIT, LION_BYTES))
-        steps.append(_compiled_flat_lion(n, device))
+        for name, step in _flat_lions(n, device).items():
+            rows.append(Row(name, LION_BYTES))
+            steps.append(step)
 
     for r in range(rounds):
         for row, step in zip(rows, steps, strict=True):
@@ -234,7 +280,9 @@ def run(
                 continue
             progress(f"round {r + 1}/{rounds}: {row.name}")
             try:
-                row.times_ms += _time_ms(step, device, iters, warmup=3 if r == 0 else 1)
+                if r == 0:
+                    row.first_call_s = _time_ms(step, device, 1, warmup=0)[0] / 1e3
+                row.times_ms += _time_ms(step, device, iters, warmup=2 if r == 0 else 1)
             except Exception as e:
                 row.error = f"{type(e).__name__}: {e}"
     overhead = None
@@ -277,6 +325,7 @@ COLUMNS = [
     "% copy BW",
     "vs AdamW fused",
     "vs limit",
+    "1st call s",
 ]
 
 
@@ -285,7 +334,7 @@ def table_rows(report: Report) -> list[list[str]]:
     out = []
     for r in report.rows:
         if not r.times_ms:
-            out.append([r.name, "failed", r.error or "", "", "", "", ""])
+            out.append([r.name, "failed", r.error or "", "", "", "", "", ""])
             continue
         lo, hi = r.spread()
         gbps = report.gbps(r)
@@ -298,6 +347,7 @@ def table_rows(report: Report) -> list[list[str]]:
                 f"{gbps:.1f}",
                 f"{100 * gbps / report.copy_gbps:.0f}",
                 *(f"{x:.2f}x" if x is not None else "-" for x in ratios),
+                f"{r.first_call_s:.3f}" if r.first_call_s is not None else "-",
             ]
         )
     return out
@@ -321,3 +371,23 @@ def markdown(report: Report) -> str:
     lines.append("|" + "---|" * len(COLUMNS))
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
     return "\n".join(lines)
+
+
+def summarize(runs: list[dict]) -> list[list[str]]:
+    """Across several ``--json`` results: per implementation, the median step time and the
+    range (min-max over runs) of its ratios to fused AdamW and to the compiled limit."""
+    names = list(dict.fromkeys(r["name"] for run in runs for r in run["rows"]))
+    out = []
+    for name in names:
+        rows = [r for run in runs for r in run["rows"] if r["name"] == name and r["times_ms"]]
+        if not rows:
+            continue
+        cells = [name, str(len(rows)), f"{statistics.median(r['ms'] for r in rows):.2f}"]
+        for key in ("vs_adamw_fused", "vs_limit"):
+            values = [r[key] for r in rows if r.get(key) is not None]
+            cells.append(f"{min(values):.2f}-{max(values):.2f}x" if values else "-")
+        out.append(cells)
+    return out
+
+
+SUMMARY_COLUMNS = ["implementation", "runs", "median ms/step", "vs AdamW fused", "vs limit"]
