@@ -1,6 +1,6 @@
 """optforge: discover optimizers by evolutionary program search, and ship the best one (Lion)."""
 
-from optforge.optim import Lion
+from optforge.optim import Lion, ProgramOptimizer
 
-__all__ = ["Lion", "__version__"]
+__all__ = ["Lion", "ProgramOptimizer", "__version__"]
 __version__ = "0.1.0"

@@ -2,5 +2,6 @@
 
 from optforge.optim.kernels.cpu import KernelBuildError
 from optforge.optim.lion import Lion, lion
+from optforge.optim.program_optimizer import NonFiniteUpdateError, ProgramOptimizer
 
-__all__ = ["KernelBuildError", "Lion", "lion"]
+__all__ = ["KernelBuildError", "Lion", "NonFiniteUpdateError", "ProgramOptimizer", "lion"]

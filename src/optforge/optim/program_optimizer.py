@@ -1,0 +1,139 @@
+"""Any optimizer program as a ``torch.optim.Optimizer``."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from optforge.program import execute
+from optforge.program.analysis import analyze
+from optforge.program.program import Program, ProgramError, parse
+
+NONFINITE = ("raise", "skip")
+
+
+class NonFiniteUpdateError(FloatingPointError):
+    """A program produced NaN or inf; raised before anything was modified."""
+
+
+class ProgramOptimizer(Optimizer):
+    """Step parameters with an optimizer program: ``w <- w - update``.
+
+    Args:
+        params: parameters or parameter groups (a group may carry its own ``program``).
+        program: a :class:`~optforge.program.Program` or its source text. Its ``lr`` input is
+            the group's ``lr`` (schedulers scale it); its constants are its hyper-parameters.
+        lr: learning rate handed to the program.
+        nonfinite: what to do when the update or new state holds NaN/inf: ``"raise"`` a
+            :class:`NonFiniteUpdateError` or ``"skip"`` the step; in both cases parameters and
+            state are left as they were, and ``skipped_steps`` counts the skipped ones.
+
+    State ``v1``/``v2`` (zeros at start) is allocated only for states the program reads.
+    The program is stored as source text in the param groups, so it survives ``state_dict``.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        program: Program | str,
+        lr: float | Tensor = 1.0,
+        *,
+        nonfinite: str = "raise",
+    ) -> None:
+        defaults = dict(lr=lr, program=_source(program), nonfinite=nonfinite)
+        _check(defaults)
+        super().__init__(params, defaults)
+        self.skipped_steps = 0
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if "program" in param_group:
+            param_group = {**param_group, "program": _source(param_group["program"])}
+        _check({**self.defaults, **param_group})
+        super().add_param_group(param_group)
+        for p in self.param_groups[-1]["params"]:
+            if not (p.is_floating_point()):
+                self.param_groups.pop()
+                raise TypeError(
+                    f"ProgramOptimizer optimizes floating-point tensors; got a parameter of "
+                    f"dtype {p.dtype} and shape {tuple(p.shape)}"
+                )
+
+    def program(self, group: int = 0) -> Program:
+        return _parsed(self.param_groups[group]["program"])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            if any(p.grad.is_sparse for p in params):
+                raise TypeError("ProgramOptimizer does not support sparse gradients")
+            program = _parsed(group["program"])
+            reads = analyze(program).reads
+            states = {name: [self._state(p, name) for p in params] if name in reads else None
+                      for name in ("v1", "v2")}  # fmt: skip
+            update, v1, v2 = execute.run_foreach(
+                program, params, [p.grad for p in params], states["v1"], states["v2"],
+                float(group["lr"]),
+            )  # fmt: skip
+            if not execute.finite(*[torch.cat([t.reshape(-1) for t in ts])
+                                    for ts in (update, v1, v2) if ts]):  # fmt: skip
+                if group["nonfinite"] == "raise":
+                    raise NonFiniteUpdateError(
+                        "the program produced NaN or inf; parameters and state are unchanged "
+                        "(pass nonfinite='skip' to skip such steps)"
+                    )
+                self.skipped_steps += 1
+                continue
+            torch._foreach_sub_(
+                params, [u.to(p.dtype) for u, p in zip(update, params, strict=True)]
+            )
+            for name, new in (("v1", v1), ("v2", v2)):
+                if name in reads:
+                    torch._foreach_copy_(states[name], new)
+        return loss
+
+    def _state(self, p: Tensor, name: str) -> Tensor:
+        state = self.state[p]
+        if name not in state:
+            state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state[name]
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(source: str) -> Program:
+    return parse(source)
+
+
+def _source(program: Program | str) -> str:
+    if isinstance(program, Program):
+        return program.source()
+    if isinstance(program, str):
+        return parse(program).source()
+    raise TypeError(f"program must be a Program or its source text, got {type(program).__name__}")
+
+
+def _check(group: dict[str, Any]) -> None:
+    lr = group["lr"]
+    value = float(lr) if isinstance(lr, Tensor) and lr.numel() == 1 else lr
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not (0 <= value < float("inf"))
+    ):
+        raise ValueError(f"Invalid learning rate: {lr!r} (must be a finite number >= 0)")
+    if group["nonfinite"] not in NONFINITE:
+        raise ValueError(f"Invalid nonfinite: {group['nonfinite']!r} (must be one of {NONFINITE})")
+    analysis = analyze(_parsed(group["program"]))
+    if not analysis.valid:
+        raise ProgramError("invalid program: " + "; ".join(analysis.errors))

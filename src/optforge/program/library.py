@@ -1,0 +1,174 @@
+"""Known optimizers written as programs; factories take their hyper-parameters.
+
+Each program reads ``lr`` as the learning rate of its parameter group (``ProgramOptimizer``
+passes the group's ``lr``; a schedule scales it) and returns ``update`` for ``w <- w - update``.
+``interp(x, y, a) = (1 - a) * x + a * y``, so ``interp(g, v1, beta)`` is an EMA with decay beta.
+"""
+
+from __future__ import annotations
+
+from optforge.program.program import Program, parse
+
+
+def _program(*body: str) -> Program:
+    return parse("\n".join(["def train(w, g, v1, v2, lr):", *(f"    {s}" for s in body)]))
+
+
+def _decay(weight_decay: float, into: str = "u") -> list[str]:
+    """Decoupled weight decay added to the direction before it is scaled by lr."""
+    if not weight_decay:
+        return []
+    return [f"d = w * {float(weight_decay)!r}", f"{into} = {into} + d"]
+
+
+def sgd(weight_decay: float = 0.0) -> Program:
+    """Plain SGD: update = lr * (g + wd * w)."""
+    return _program("u = g", *_decay(weight_decay), "update = u * lr", "return update, v1, v2")
+
+
+def momentum(beta: float = 0.9, weight_decay: float = 0.0) -> Program:
+    """Heavy-ball momentum as torch.optim.SGD: v1 = beta * v1 + g; update = lr * v1."""
+    return _program(
+        f"m = v1 * {float(beta)!r}",
+        "v1 = m + g",
+        "u = v1",
+        *_decay(weight_decay),
+        "update = u * lr",
+        "return update, v1, v2",
+    )
+
+
+def signum(beta: float = 0.9, weight_decay: float = 0.0) -> Program:
+    """Signum (Bernstein et al., 2018): the sign of an EMA of gradients."""
+    return _program(
+        f"v1 = interp(g, v1, {float(beta)!r})",
+        "u = sign(v1)",
+        *_decay(weight_decay),
+        "update = u * lr",
+        "return update, v1, v2",
+    )
+
+
+def adamw(
+    beta1: float = 0.9, beta2: float = 0.999, weight_decay: float = 0.0, eps: float | None = None
+) -> Program:
+    """The paper's AdamW: no bias correction; ``eps=None`` leaves epsilon out (its warm start)."""
+    denominator = ["s = sqrt(v2)"]
+    if eps is not None:
+        denominator.append(f"s = s + {float(eps)!r}")
+    return _program(
+        "g2 = square(g)",
+        f"v1 = interp(g, v1, {float(beta1)!r})",
+        f"v2 = interp(g2, v2, {float(beta2)!r})",
+        *denominator,
+        "u = v1 / s",
+        *_decay(weight_decay),
+        "update = u * lr",
+        "return update, v1, v2",
+    )
+
+
+def lion(beta1: float = 0.9, beta2: float = 0.99, weight_decay: float = 0.0) -> Program:
+    """Lion, the paper's discovery: sign of an interpolated momentum, decoupled decay."""
+    return _program(
+        f"c = interp(g, v1, {float(beta1)!r})",
+        "u = sign(c)",
+        *_decay(weight_decay),
+        "update = u * lr",
+        f"v1 = interp(g, v1, {float(beta2)!r})",
+        "return update, v1, v2",
+    )
+
+
+def rmsprop(beta: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0) -> Program:
+    """RMSProp: g / (sqrt(EMA of g^2) + eps)."""
+    return _program(
+        "g2 = square(g)",
+        f"v2 = interp(g2, v2, {float(beta)!r})",
+        "s = sqrt(v2)",
+        f"s = s + {float(eps)!r}",
+        "u = g / s",
+        *_decay(weight_decay),
+        "update = u * lr",
+        "return update, v1, v2",
+    )
+
+
+def adabelief(
+    beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0
+) -> Program:
+    """AdaBelief-style (Zhuang et al., 2020), no bias correction: the second moment tracks
+    (g - m)^2, the belief in the momentum, instead of g^2."""
+    return _program(
+        f"v1 = interp(g, v1, {float(beta1)!r})",
+        "r = g - v1",
+        "r2 = square(r)",
+        f"v2 = interp(r2, v2, {float(beta2)!r})",
+        "s = sqrt(v2)",
+        f"s = s + {float(eps)!r}",
+        "u = v1 / s",
+        *_decay(weight_decay),
+        "update = u * lr",
+        "return update, v1, v2",
+    )
+
+
+def powersign(beta: float = 0.9, weight_decay: float = 0.0) -> Program:
+    """PowerSign (Bello et al., 2017): g * e^(sign(g) * sign(m))."""
+    return _program(
+        f"v1 = interp(g, v1, {float(beta)!r})",
+        "a = sign(g)",
+        "b = sign(v1)",
+        "ab = a * b",
+        "f = exp(ab)",
+        "u = g * f",
+        *_decay(weight_decay),
+        "update = u * lr",
+        "return update, v1, v2",
+    )
+
+
+def addsign(beta: float = 0.9, alpha: float = 1.0, weight_decay: float = 0.0) -> Program:
+    """AddSign (Bello et al., 2017): g * (alpha + sign(g) * sign(m))."""
+    return _program(
+        f"v1 = interp(g, v1, {float(beta)!r})",
+        "a = sign(g)",
+        "b = sign(v1)",
+        "ab = a * b",
+        f"f = ab + {float(alpha)!r}",
+        "u = g * f",
+        *_decay(weight_decay),
+        "update = u * lr",
+        "return update, v1, v2",
+    )
+
+
+def paper_warm_start() -> Program:
+    """The paper's search starting point: AdamW without epsilon or bias correction, with
+    weight decay 0.01 and its own lr scale 0.001."""
+    return _program(
+        "g2 = square(g)",
+        "v1 = interp(g, v1, 0.9)",
+        "v2 = interp(g2, v2, 0.999)",
+        "s = sqrt(v2)",
+        "update = v1 / s",
+        "d = w * 0.01",
+        "update = update + d",
+        "lr = lr * 0.001",
+        "update = update * lr",
+        "return update, v1, v2",
+    )
+
+
+PROGRAMS = {
+    "sgd": sgd,
+    "momentum": momentum,
+    "signum": signum,
+    "adamw": adamw,
+    "lion": lion,
+    "rmsprop": rmsprop,
+    "adabelief": adabelief,
+    "powersign": powersign,
+    "addsign": addsign,
+    "warm_start": paper_warm_start,
+}
