@@ -16,6 +16,7 @@ parameter tensor; reductions receive the segment layout to reduce within each te
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,53 +31,28 @@ EPS = 1e-8
 
 @dataclass(frozen=True)
 class Primitive:
+    """One operation. ``code`` is a torch expression over the argument names ``params``
+    (and ``seg`` for reductions); it is both what runs (compiled once at import, from this
+    module's own constant strings) and what ``optforge export`` writes into standalone
+    modules, so the two cannot drift apart."""
+
     name: str
-    arity: int
+    params: tuple[str, ...]
     kind: Kind
+    code: str
     domain: str
-    fn: Callable[..., Tensor]  # reductions and globals also take the segment layout first
-    symbol: str | None = None  # infix operator in program text (+ - * /), or "-" for negative
+    symbol: str | None = None  # infix operator in program text (+ - * /), "-" for negative
     commutative: bool = False
 
+    @property
+    def arity(self) -> int:
+        return len(self.params)
 
-def _cbrt(x: Tensor) -> Tensor:
-    return torch.sign(x) * torch.abs(x).pow(1.0 / 3.0)
-
-
-def _clip(x: Tensor, c: Tensor) -> Tensor:
-    c = torch.abs(c)
-    return torch.minimum(torch.maximum(x, -c), c)
-
-
-def _interp(x: Tensor, y: Tensor, a: Tensor) -> Tensor:
-    x, y, a = torch.broadcast_tensors(x, y, a)
-    return torch.lerp(x, y, a)
-
-
-# Reductions: ``seg`` knows how the flat values split into parameter tensors.
-def _norm(seg, x: Tensor) -> Tensor:
-    return torch.sqrt(seg.sum(x * x))
-
-
-def _dot(seg, x: Tensor, y: Tensor) -> Tensor:
-    return seg.sum(x * y)
-
-
-def _cosine_sim(seg, x: Tensor, y: Tensor) -> Tensor:
-    return seg.sum(x * y) / (torch.sqrt(seg.sum(x * x)) * torch.sqrt(seg.sum(y * y)))
-
-
-def _mean(seg, x: Tensor) -> Tensor:
-    return seg.mean(x)
-
-
-def _global_norm(seg, x: Tensor) -> Tensor:
-    return torch.sqrt(seg.total(x * x))
-
-
-def _clip_by_global_norm(seg, x: Tensor, c: Tensor) -> Tensor:
-    norm = torch.sqrt(seg.total(x * x))
-    return x * torch.clamp(torch.abs(c) / norm, max=1.0)
+    @functools.cached_property
+    def fn(self) -> Callable[..., Tensor]:
+        """The implementation; reductions and globals take the segment layout first."""
+        names = ("seg", *self.params) if self.kind in ("reduce", "global") else self.params
+        return eval(f"lambda {', '.join(names)}: {self.code}", {"torch": torch})  # noqa: S307
 
 
 class ScalarSegments:
@@ -94,83 +70,82 @@ class ScalarSegments:
         return x.sum()
 
 
-def _unary(name, fn, domain, symbol=None) -> Primitive:
-    return Primitive(name, 1, "elementwise", domain, fn, symbol)
+def _op(name, params, code, domain="defined everywhere", kind="elementwise", **kw) -> Primitive:
+    return Primitive(name, tuple(params.split()), kind, code, domain, **kw)
 
 
-_ALL = "defined everywhere"
+_X, _XY = "x", "x y"
 PRIMITIVES: dict[str, Primitive] = {
     p.name: p
     for p in [
         # arithmetic, written infix in program text; `y = x` is identity
-        Primitive("identity", 1, "elementwise", _ALL, lambda x: x),
-        Primitive("add", 2, "elementwise", _ALL, torch.add, "+", commutative=True),
-        Primitive("sub", 2, "elementwise", _ALL, torch.sub, "-"),
-        Primitive("mul", 2, "elementwise", _ALL, torch.mul, "*", commutative=True),
-        Primitive("div", 2, "elementwise", "inf or NaN where the divisor is 0", torch.div, "/"),
-        _unary("negative", torch.neg, _ALL, "-"),
+        _op("identity", _X, "x"),
+        _op("add", _XY, "torch.add(x, y)", symbol="+", commutative=True),
+        _op("sub", _XY, "torch.sub(x, y)", symbol="-"),
+        _op("mul", _XY, "torch.mul(x, y)", symbol="*", commutative=True),
+        _op("div", _XY, "torch.div(x, y)", "inf or NaN where y = 0", symbol="/"),
+        _op("negative", _X, "torch.neg(x)", symbol="-"),
         # unary maths
-        _unary("abs", torch.abs, _ALL),
-        _unary("sign", torch.sign, "sign(NaN) = 0, as torch.sign"),
-        _unary("square", torch.square, "overflows to inf for |x| > 1.8e19 (fp32)"),
-        _unary("cube", lambda x: x * x * x, "overflows to inf for |x| > 7e12 (fp32)"),
-        _unary("sqrt", torch.sqrt, "NaN for x < 0"),
-        _unary("cbrt", _cbrt, _ALL),
-        _unary("rsqrt", torch.rsqrt, "inf at 0, NaN for x < 0"),
-        _unary("reciprocal", torch.reciprocal, "inf at 0"),
-        _unary("invert", lambda x: 1.0 - x, _ALL + " (1 - x: the complement of a factor)"),
-        _unary("exp", torch.exp, "overflows to inf for x > 88.7 (fp32)"),
-        _unary("exp2", torch.exp2, "overflows to inf for x > 128 (fp32)"),
-        _unary("exp10", lambda x: torch.pow(10.0, x), "overflows to inf for x > 38.5 (fp32)"),
-        _unary("expm1", torch.expm1, "overflows to inf for x > 88.7 (fp32)"),
-        _unary("log", torch.log, "-inf at 0, NaN for x < 0"),
-        _unary("log2", torch.log2, "-inf at 0, NaN for x < 0"),
-        _unary("log10", torch.log10, "-inf at 0, NaN for x < 0"),
-        _unary("log1p", torch.log1p, "-inf at -1, NaN for x < -1"),
-        _unary("sin", torch.sin, _ALL),
-        _unary("cos", torch.cos, _ALL),
-        _unary("tan", torch.tan, "poles at pi/2 + k*pi"),
-        _unary("arcsin", torch.asin, "NaN for |x| > 1"),
-        _unary("arccos", torch.acos, "NaN for |x| > 1"),
-        _unary("arctan", torch.atan, _ALL),
-        _unary("sinh", torch.sinh, "overflows to inf for |x| > 89.4 (fp32)"),
-        _unary("cosh", torch.cosh, "overflows to inf for |x| > 89.4 (fp32)"),
-        _unary("tanh", torch.tanh, _ALL),
-        _unary("arcsinh", torch.asinh, _ALL),
-        _unary("arccosh", torch.acosh, "NaN for x < 1"),
-        _unary("arctanh", torch.atanh, "inf at |x| = 1, NaN for |x| > 1"),
-        _unary("sigmoid", torch.sigmoid, _ALL),
-        _unary("relu", torch.relu, _ALL),
+        _op("abs", _X, "torch.abs(x)"),
+        _op("sign", _X, "torch.sign(x)", "sign(NaN) = 0, as torch.sign"),
+        _op("square", _X, "torch.square(x)", "inf for |x| > 1.8e19 (fp32)"),
+        _op("cube", _X, "x * x * x", "inf for |x| > 7e12 (fp32)"),
+        _op("sqrt", _X, "torch.sqrt(x)", "NaN for x < 0"),
+        _op("cbrt", _X, "torch.sign(x) * torch.abs(x).pow(1.0 / 3.0)"),
+        _op("rsqrt", _X, "torch.rsqrt(x)", "inf at 0, NaN for x < 0"),
+        _op("reciprocal", _X, "torch.reciprocal(x)", "inf at 0"),
+        _op("invert", _X, "1.0 - x", "defined everywhere (1 - x, the complement of a factor)"),
+        _op("exp", _X, "torch.exp(x)", "inf for x > 88.7 (fp32)"),
+        _op("exp2", _X, "torch.exp2(x)", "inf for x > 128 (fp32)"),
+        _op("exp10", _X, "torch.pow(10.0, x)", "inf for x > 38.5 (fp32)"),
+        _op("expm1", _X, "torch.expm1(x)", "inf for x > 88.7 (fp32)"),
+        _op("log", _X, "torch.log(x)", "-inf at 0, NaN for x < 0"),
+        _op("log2", _X, "torch.log2(x)", "-inf at 0, NaN for x < 0"),
+        _op("log10", _X, "torch.log10(x)", "-inf at 0, NaN for x < 0"),
+        _op("log1p", _X, "torch.log1p(x)", "-inf at -1, NaN for x < -1"),
+        _op("sin", _X, "torch.sin(x)"),
+        _op("cos", _X, "torch.cos(x)"),
+        _op("tan", _X, "torch.tan(x)", "poles at pi/2 + k*pi"),
+        _op("arcsin", _X, "torch.asin(x)", "NaN for |x| > 1"),
+        _op("arccos", _X, "torch.acos(x)", "NaN for |x| > 1"),
+        _op("arctan", _X, "torch.atan(x)"),
+        _op("sinh", _X, "torch.sinh(x)", "inf for |x| > 89.4 (fp32)"),
+        _op("cosh", _X, "torch.cosh(x)", "inf for |x| > 89.4 (fp32)"),
+        _op("tanh", _X, "torch.tanh(x)"),
+        _op("arcsinh", _X, "torch.asinh(x)"),
+        _op("arccosh", _X, "torch.acosh(x)", "NaN for x < 1"),
+        _op("arctanh", _X, "torch.atanh(x)", "inf at |x| = 1, NaN for |x| > 1"),
+        _op("sigmoid", _X, "torch.sigmoid(x)"),
+        _op("relu", _X, "torch.relu(x)"),
         # binary and ternary
-        Primitive(
-            "power", 2, "elementwise", "NaN for x < 0 with a non-integer y; inf for 0 ** y<0",
-            torch.pow,
-        ),
-        Primitive("maximum", 2, "elementwise", _ALL, torch.maximum, commutative=True),
-        Primitive("minimum", 2, "elementwise", _ALL, torch.minimum, commutative=True),
-        Primitive("clip", 2, "elementwise", _ALL + " (clamps x to [-|c|, |c|])", _clip),
-        Primitive("interp", 3, "elementwise", _ALL + " ((1 - a)*x + a*y)", _interp),
+        _op("power", _XY, "torch.pow(x, y)", "NaN for x < 0 with non-integer y; inf for 0**(y<0)"),
+        _op("maximum", _XY, "torch.maximum(x, y)", commutative=True),
+        _op("minimum", _XY, "torch.minimum(x, y)", commutative=True),
+        _op("clip", "x c", "torch.minimum(torch.maximum(x, -torch.abs(c)), torch.abs(c))",
+            "defined everywhere (clamps x to [-|c|, |c|])"),
+        _op("interp", "x y a", "torch.lerp(*torch.broadcast_tensors(x, y, a))",
+            "defined everywhere ((1 - a)*x + a*y)"),
         # reductions: one scalar per parameter tensor
-        Primitive("norm", 1, "reduce", _ALL + " (L2 norm)", _norm),
-        Primitive("mean", 1, "reduce", _ALL, _mean),
-        Primitive("dot", 2, "reduce", _ALL, _dot, commutative=True),
-        Primitive(
-            "cosine_sim", 2, "reduce", "NaN when either argument is all zeros", _cosine_sim,
-            commutative=True,
-        ),
+        _op("norm", _X, "torch.sqrt(seg.sum(x * x))", "defined everywhere (L2 norm)",
+            kind="reduce"),
+        _op("mean", _X, "seg.mean(x)", kind="reduce"),
+        _op("dot", _XY, "seg.sum(x * y)", kind="reduce", commutative=True),
+        _op("cosine_sim", _XY,
+            "seg.sum(x * y) / (torch.sqrt(seg.sum(x * x)) * torch.sqrt(seg.sum(y * y)))",
+            "NaN when x or y is all zeros", kind="reduce", commutative=True),
         # across all parameter tensors
-        Primitive("global_norm", 1, "reduce", _ALL + " (one scalar for all tensors)", _global_norm),
-        Primitive(
-            "clip_by_global_norm", 2, "global", "NaN when x is all zeros", _clip_by_global_norm
-        ),
-        # constants
-        Primitive("pi", 0, "constant", _ALL, lambda: torch.tensor(math.pi)),
-        Primitive("e", 0, "constant", _ALL, lambda: torch.tensor(math.e)),
-        Primitive("eps", 0, "constant", _ALL + f" ({EPS:g})", lambda: torch.tensor(EPS)),
+        _op("global_norm", _X, "torch.sqrt(seg.total(x * x))",
+            "defined everywhere (one scalar for all tensors)", kind="reduce"),
+        _op("clip_by_global_norm", "x c",
+            "x * torch.clamp(torch.abs(c) / torch.sqrt(seg.total(x * x)), max=1.0)",
+            "NaN when x is all zeros", kind="global"),
+        # constants, written as bare names
+        _op("pi", "", repr(math.pi), kind="constant"),
+        _op("e", "", repr(math.e), kind="constant"),
+        _op("eps", "", repr(EPS), f"defined everywhere ({EPS:g})", kind="constant"),
     ]
 }  # fmt: skip
 
 CONSTANTS = {name: p for name, p in PRIMITIVES.items() if p.kind == "constant"}
 CONSTANT_VALUES = {"pi": math.pi, "e": math.e, "eps": EPS}
 INFIX = {p.symbol: p.name for p in PRIMITIVES.values() if p.symbol and p.arity == 2}
-GLOBAL_REDUCTIONS = {"global_norm"}
