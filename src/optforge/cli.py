@@ -78,7 +78,41 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("files", nargs="+", metavar="FILE", help="JSON files of bench step")
     summary.add_argument("--markdown", action="store_true", help="print a Markdown table")
     summary.set_defaults(handler=_bench_summary)
+
+    prog = benches.add_parser(
+        "program",
+        help="program language: analyze/fingerprint cost, fingerprint collisions, simplify",
+    )
+    prog.add_argument("--programs", type=_positive_int, default=10_000, help="random programs")
+    prog.add_argument("--seed", type=int, default=0)
+    prog.set_defaults(handler=_bench_program)
+
+    _add_program_commands(commands)
     return parser
+
+
+def _add_program_commands(commands) -> None:
+    spec_help = "a program file (text or .json) or a library name (lion, adamw, ...)"
+    show = commands.add_parser(
+        "show", help="a program's source with its analysis: redundant lines, hashes, types"
+    )
+    show.add_argument("program", metavar="PROGRAM", help=spec_help)
+    show.set_defaults(handler=_show)
+
+    simplify = commands.add_parser(
+        "simplify", help="print the automatically simplified, canonical form of a program"
+    )
+    simplify.add_argument("program", metavar="PROGRAM", help=spec_help)
+    simplify.add_argument("-o", "--output", metavar="FILE", help="write it to FILE")
+    simplify.set_defaults(handler=_simplify)
+
+    export = commands.add_parser(
+        "export", help="write a program as a standalone torch optimizer module"
+    )
+    export.add_argument("program", metavar="PROGRAM", help=spec_help)
+    export.add_argument("-o", "--output", metavar="FILE", required=True, help="module path")
+    export.add_argument("--name", default="ExportedOptimizer", help="the optimizer class name")
+    export.set_defaults(handler=_export)
 
 
 def _bench_step(args: argparse.Namespace, console: Console) -> int:
@@ -163,6 +197,130 @@ def _bench_summary(args: argparse.Namespace, console: Console) -> int:
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    return 0
+
+
+def _bench_program(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import Progress
+
+    from optforge.bench import program as bench
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("fingerprinting and simplifying", total=args.programs)
+        result = bench.run(
+            args.programs, args.seed, progress=lambda done, total: bar.update(task, completed=done)
+        )
+    for line in bench.lines(result):
+        console.print(line, highlight=False)
+    return 0
+
+
+def _load_program(spec: str, console: Console):
+    """A Program from a file (program text, or JSON) or a library name; None after an error
+    has been printed."""
+    from pathlib import Path
+
+    from optforge.program import Program, ProgramError, library, parse
+
+    path = Path(spec)
+    try:
+        if path.is_file():
+            text = path.read_text()
+            return Program.from_json(text) if path.suffix == ".json" else parse(text)
+        if spec in library.PROGRAMS:
+            return library.PROGRAMS[spec]()
+    except ProgramError as e:
+        console.print(f"[red]error:[/red] {spec}: {e}", highlight=False)
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        console.print(f"[red]error:[/red] cannot read {spec}: {e}", highlight=False)
+        return None
+    names = ", ".join(library.PROGRAMS)
+    console.print(f"[red]error:[/red] no file {spec!r}, and no library program of that name "
+                  f"(library: {names})", highlight=False)  # fmt: skip
+    return None
+
+
+def _show(args: argparse.Namespace, console: Console) -> int:
+    from rich.text import Text
+
+    from optforge.program.analysis import analyze
+    from optforge.program.fingerprint import fingerprint
+
+    program = _load_program(args.program, console)
+    if program is None:
+        return 2
+    analysis = analyze(program)
+    lines = program.source().splitlines()
+    text = Text(lines[0] + "\n")
+    for i, line in enumerate(lines[1:-1]):
+        kind = analysis.types[i] if i < len(analysis.types) else ""
+        if i in analysis.redundant:
+            text.append(f"{line:<44}", style="dim strike")
+            text.append("  # redundant\n", style="yellow")
+        else:
+            text.append(f"{line:<44}", style="bold")
+            text.append(f"  # {kind}\n", style="cyan")
+    text.append(lines[-1])
+    console.print(text)
+    if not analysis.valid:
+        for error in analysis.errors:
+            console.print(f"[red]invalid:[/red] {error}", highlight=False)
+        return 1
+    n = len(program)
+    states = ", ".join(sorted(analysis.reads)) or "none"
+    console.print(
+        f"{n} statements, {len(analysis.redundant)} redundant "
+        f"({100 * analysis.redundant_fraction:.0f}%); states read: {states}\n"
+        f"structural hash {analysis.structural_hash}\nfingerprint     {fingerprint(program)}",
+        highlight=False,
+    )
+    return 0
+
+
+def _simplify(args: argparse.Namespace, console: Console) -> int:
+    from optforge.program.analysis import analyze
+    from optforge.program.fingerprint import fingerprint
+    from optforge.program.simplify import simplify
+
+    program = _load_program(args.program, console)
+    if program is None:
+        return 2
+    analysis = analyze(program)
+    if not analysis.valid:
+        console.print("[red]invalid program:[/red] " + "; ".join(analysis.errors))
+        return 1
+    simple = simplify(program)
+    same = fingerprint(simple) == fingerprint(program)
+    source = simple.source() + "\n"
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(source)
+    else:
+        print(source, end="", flush=True)
+    Console(stderr=True).print(
+        f"{len(program)} -> {len(simple)} statements; fingerprint "
+        f"{'unchanged' if same else 'CHANGED'}" + (f"; wrote {args.output}" if args.output else ""),
+        highlight=False,
+    )
+    return 0 if same else 1
+
+
+def _export(args: argparse.Namespace, console: Console) -> int:
+    from optforge.program import ProgramError
+    from optforge.program.export import export
+
+    program = _load_program(args.program, console)
+    if program is None:
+        return 2
+    try:
+        source = export(program, args.name)
+    except (ProgramError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}", highlight=False)
+        return 2
+    with open(args.output, "w") as f:
+        f.write(source)
+    console.print(f"wrote {args.output}: class {args.name}(torch.optim.Optimizer)")
     return 0
 
 

@@ -45,10 +45,15 @@ class Segments:
         return x.sum()
 
     def expand(self, x: Tensor) -> Tensor:
-        """A per-segment scalar [count] spread over the flat layout [total_length]."""
+        """A per-segment scalar [count] spread over the flat layout [total_length]; a single
+        value stays 0-dim (it broadcasts)."""
         if x.dim() == 0 or x.numel() == 1:
-            return x.reshape(()) if x.dim() else x
+            return x.reshape(())
         return torch.repeat_interleave(x, self._lengths_t, output_size=self.total_length)
+
+    def full(self, x: Tensor) -> Tensor:
+        """A scalar as a full-length tensor, for reductions that mix scalars and tensors."""
+        return self.expand(x).expand(self.total_length)
 
 
 Step = Callable[[dict[str, Tensor], Segments], None]
@@ -78,7 +83,8 @@ def _compile_statement(target, op, args, out_type, arg_types) -> Step:
 
     def step(env: dict[str, Tensor], seg: Segments) -> None:
         values = [get(env) for get in getters]
-        values = [seg.expand(v) if e else v for v, e in zip(values, expand, strict=True)]
+        spread = seg.full if takes_segments else seg.expand
+        values = [spread(v) if e else v for v, e in zip(values, expand, strict=True)]
         if takes_segments:
             env[target] = prim.fn(seg if tensor_args else ScalarSegments, *values)
         else:

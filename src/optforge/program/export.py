@@ -40,8 +40,12 @@ class _Segments:
     def expand(self, x):
         """One value per tensor, spread over the concatenated layout."""
         if x.dim() == 0 or x.numel() == 1:
-            return x.reshape(()) if x.dim() else x
+            return x.reshape(())
         return torch.repeat_interleave(x, self._lengths, output_size=self.total_length)
+
+    def full(self, x):
+        """A scalar as a full-length tensor, for reductions mixing scalars and tensors."""
+        return self.expand(x).expand(self.total_length)
 
 
 class _ScalarSegments:
@@ -117,8 +121,11 @@ def _expression(statement, arg_types, names: _NameMap, per_tensor: set[str]) -> 
     args = []
     for a, t in zip(statement.args, arg_types, strict=True):
         text = f"const({_value(a)!r})" if isinstance(a, float) or a in CONSTANT_VALUES else names(a)
-        expand = t == "scalar" and tensor_args and a in per_tensor
-        args.append(f"seg.expand({text})" if expand else text)
+        if t == "scalar" and tensor_args and prim.kind in ("reduce", "global"):
+            text = f"seg.full({text})"
+        elif t == "scalar" and tensor_args and a in per_tensor:
+            text = f"seg.expand({text})"
+        args.append(text)
     mapping = dict(zip(prim.params, args, strict=True))
     seg = "seg" if tensor_args else "scalar_seg"
     mapping["seg"] = seg

@@ -320,6 +320,8 @@ def _parse_statement(line: _Line) -> Statement:
             args.append(_atom(line))
         line.take("op", ")")
         op = op_tok.text
+    elif line.at("name") and _next_is(line, "("):
+        raise line.error(f"unknown operation {first.text!r}")
     elif line.at("op", "-") and not _next_is_number(line):
         line.take("op", "-")
         op, args = "negative", [_atom(line)]
@@ -340,6 +342,11 @@ def _parse_statement(line: _Line) -> Statement:
 def _next_is_number(line: _Line) -> bool:
     nxt = line.tokens[line.pos + 1] if line.pos + 1 < len(line.tokens) else None
     return nxt is not None and nxt.kind == "number"
+
+
+def _next_is(line: _Line, text: str) -> bool:
+    nxt = line.tokens[line.pos + 1] if line.pos + 1 < len(line.tokens) else None
+    return nxt is not None and nxt.text == text
 
 
 def _atom(line: _Line) -> Arg:

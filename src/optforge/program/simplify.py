@@ -10,7 +10,8 @@ updates (tests check the fingerprint is unchanged):
    ``sign(sign(x))`` -> ``sign(x)``; ``interp(x, interp(x, y, a), b)`` -> ``interp(x, y, a*b)``
    (two EMAs of the same input are one EMA); ``interp(x, y, 0)`` -> ``x``,
    ``interp(x, y, 1)`` -> ``y``; ``--x`` -> ``x``; ``x*1``, ``x/1``, ``x+0``, ``x-0`` -> ``x``;
-   ``x*-1`` -> ``-x``; ``0-x`` -> ``-x``), and common subexpressions merged;
+   ``x*-1`` -> ``-x``; ``0-x`` -> ``-x``; ``x*x`` -> ``square(x)``), and common
+   subexpressions merged;
 3. dead code and dead state removal (analysis.py's cross-step liveness); an unused state
    slot returns its input unchanged, so no memory is spent on it;
 4. canonical order and names: statements in a deterministic topological order keyed by their
@@ -123,6 +124,8 @@ class _Graph:
         dx, dy = self._def(x), self._def(y)
         if op == "negative" and dx and dx[0] == "negative":
             return dx[1][0]
+        if op == "mul" and x == y and isinstance(x, str):
+            return ("square", (x,))
         if op == "mul":
             for a, b in ((x, y), (y, x)):
                 if a == 1.0:
@@ -288,6 +291,7 @@ def _fold(op: str, args: tuple[Arg, ...]) -> float | None:
 
 
 def _tidy(value: float) -> float:
-    """Round a computed constant to 12 significant digits: 0.9 * 1.1 reads 0.99, not
-    0.9900000000000001 (a 1e-16 change, far below what any fingerprint or training sees)."""
-    return float(f"{value:.12g}")
+    """Round a computed constant to 15 significant digits, so 0.9 * 1.1 reads 0.99 and not
+    0.9900000000000001. The change (<= 5e-16 relative) stays far below the fingerprint's
+    2^-30 resolution; rounding to fewer digits measurably changed fingerprints."""
+    return float(f"{value:.15g}")
