@@ -100,7 +100,8 @@ def lines(b: ProgramBench) -> list[str]:
         f"{b.distinct_referee}",
         f"collisions (same fingerprint, referee differs): {b.collisions} "
         f"({100 * b.collision_rate:.3f}%); among the {b.finite_programs} programs with finite "
-        f"updates: {b.finite_collisions} ({100 * b.finite_collisions / max(b.finite_programs, 1):.3f}%)",
+        f"updates: {b.finite_collisions} "
+        f"({100 * b.finite_collisions / max(b.finite_programs, 1):.3f}%)",
         f"redundant statements: {100 * b.redundant_fraction:.1f}% on average",
         f"simplify: {b.statements_before:.1f} -> {b.statements_after:.1f} statements on average; "
         f"fingerprint preserved for {b.simplify_preserved}/{b.programs}",

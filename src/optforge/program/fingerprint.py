@@ -1,14 +1,16 @@
 """Behavioural fingerprints: programs that compute the same updates hash alike.
 
-The fingerprint runs a program for a few steps on fixed, seeded random inputs (two parameter
-tensors, so per-tensor and global reductions differ; magnitudes spread over four decades, so
-branches like ``minimum(x, 3.0)`` or ``arccos(cos(x))`` are exercised on both sides; random
-initial states, so behaviour at the all-zero start does not decide equivalence) in float64, and hashes the updates rounded to
-30 significant bits. The weights of each step are drawn too rather than fed back as
-``w - update``: feeding back would let cancellation in ``w - update`` blow rounding-level
-differences between equivalent programs up to different fingerprints. Functionally equivalent programs written differently (``m / sqrt(m*m)``
-and ``sign(m)``, reordered or renamed statements, dead code) get the same fingerprint, so the
-search can reuse a fitness; NaN and inf are hashed as such.
+The fingerprint runs a program for a few steps on fixed, seeded random inputs in float64 and
+hashes the updates rounded to 30 significant bits. Equivalent programs written differently
+(``m / sqrt(m*m)`` and ``sign(m)``, renamed or reordered statements, dead code) get the same
+fingerprint, so the search can reuse a fitness; NaN and inf are hashed as such. The inputs:
+
+- two parameter tensors, so per-tensor and global reductions differ;
+- magnitudes spread over four decades, so branches like ``minimum(x, 3.0)`` or
+  ``arccos(cos(x))`` are exercised on both sides;
+- random initial states, so behaviour at the all-zero start does not decide equivalence;
+- fresh weights each step rather than ``w - update`` fed back: feeding back lets cancellation
+  blow rounding-level differences between equivalent programs up into different fingerprints.
 """
 
 from __future__ import annotations
