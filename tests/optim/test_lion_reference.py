@@ -43,7 +43,9 @@ def train(params, opt, *, steps=STEPS, seed=1, scheduler=None):
         grads.append(step_grads)
         configs.append(
             {
-                id(p): reference.StepConfig(float(g["lr"]), *g["betas"], g["weight_decay"])
+                id(p): reference.StepConfig(
+                    float(g["lr"]), *g.get("betas", (0.0, 0.0)), g.get("weight_decay", 0.0)
+                )
                 for g in opt.param_groups
                 for p in g["params"]
             }
