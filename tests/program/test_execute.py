@@ -31,6 +31,9 @@ def test_foreach_equals_running_each_tensor(program):
     for i in range(len(ws)):
         single = run(program, ws[i], gs[i], v1s[i], v2s[i], 0.1)
         for many, one in zip(out, single, strict=True):
+            if one is None:  # a state the program never reads: no value to keep
+                assert many is None
+                continue
             torch.testing.assert_close(many[i], one, rtol=1e-14, atol=1e-15)
             assert many[i].shape == ws[i].shape
 

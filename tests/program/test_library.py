@@ -73,20 +73,30 @@ def reference_adabelief(w, gs, b1, b2, eps, wd):
     return out
 
 
+def powersign_direction(g, m):
+    return g * np.exp(np.sign(g) * np.sign(m))
+
+
+def addsign_direction(g, m):
+    return g * (1 + np.sign(g) * np.sign(m))
+
+
 CASES = {
     "sgd": (library.sgd(0.1), lambda w, gs: reference_momentum(w, gs, 0.0, 0.1)),
     "momentum": (library.momentum(0.8, 0.1), lambda w, gs: reference_momentum(w, gs, 0.8, 0.1)),
-    "adamw": (library.adamw(0.9, 0.99, 0.1), lambda w, gs: reference_adamw(w, gs, 0.9, 0.99, 0.1, None)),
+    "adamw": (library.adamw(0.9, 0.99, 0.1),
+              lambda w, gs: reference_adamw(w, gs, 0.9, 0.99, 0.1, None)),
     "adamw_eps": (library.adamw(0.9, 0.99, 0.0, 1e-8),
                   lambda w, gs: reference_adamw(w, gs, 0.9, 0.99, 0.0, 1e-8)),
     "lion": (library.lion(0.9, 0.99, 0.3), lambda w, gs: reference_lion(w, gs, 0.9, 0.99, 0.3)),
     "signum": (library.signum(0.9, 0.1),
                lambda w, gs: reference_ema_of(lambda g, m: np.sign(m))(w, gs, 0.9, 0.1)),
     "powersign": (library.powersign(0.9),
-                  lambda w, gs: reference_ema_of(lambda g, m: g * np.exp(np.sign(g) * np.sign(m)))(w, gs, 0.9, 0.0)),
+                  lambda w, gs: reference_ema_of(powersign_direction)(w, gs, 0.9, 0.0)),
     "addsign": (library.addsign(0.9, 1.0),
-                lambda w, gs: reference_ema_of(lambda g, m: g * (1 + np.sign(g) * np.sign(m)))(w, gs, 0.9, 0.0)),
-    "rmsprop": (library.rmsprop(0.99, 1e-8, 0.1), lambda w, gs: reference_rmsprop(w, gs, 0.99, 1e-8, 0.1)),
+                lambda w, gs: reference_ema_of(addsign_direction)(w, gs, 0.9, 0.0)),
+    "rmsprop": (library.rmsprop(0.99, 1e-8, 0.1),
+                lambda w, gs: reference_rmsprop(w, gs, 0.99, 1e-8, 0.1)),
     "adabelief": (library.adabelief(0.9, 0.99, 1e-8),
                   lambda w, gs: reference_adabelief(w, gs, 0.9, 0.99, 1e-8, 0.0)),
 }  # fmt: skip

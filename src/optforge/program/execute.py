@@ -61,15 +61,17 @@ Step = Callable[[dict[str, Tensor], Segments], None]
 
 @functools.lru_cache(maxsize=4096)
 def compile_program(program: Program) -> tuple[Step, ...]:
-    """One closure per statement, with argument types resolved ahead of time."""
+    """One closure per live statement, with argument types resolved ahead of time; redundant
+    statements (analysis.py) are never run, so dead states need no memory."""
     analysis = analyze(program)
     if not analysis.valid:
         raise ProgramError("invalid program: " + "; ".join(analysis.errors))
     steps = []
-    for s, out_type, arg_types in zip(
-        program.statements, analysis.types, analysis.arg_types, strict=True
+    for i, (s, out_type, arg_types) in enumerate(
+        zip(program.statements, analysis.types, analysis.arg_types, strict=True)
     ):
-        steps.append(_compile_statement(s.target, s.op, s.args, out_type, arg_types))
+        if i not in analysis.redundant:
+            steps.append(_compile_statement(s.target, s.op, s.args, out_type, arg_types))
     return tuple(steps)
 
 
@@ -143,8 +145,9 @@ def run(
     for step in steps:
         step(env, seg)
     outputs = []
-    for name in program.returns:
-        value = env.get(name)
+    live = analyze(program).live_outputs
+    for name, needed in zip(program.returns, live, strict=True):
+        value = env.get(name) if needed else None
         if value is not None:
             value = value.expand(seg.total_length) if value.dim() == 0 else value
             value = value.reshape(shape)

@@ -80,7 +80,9 @@ def export(program: Program, class_name: str = "ExportedOptimizer") -> str:
                 f"[self._state(p, {name!r}) for p in params]")  # fmt: skip
             body.append(f"{names(name)} = flat({source})")
     per_tensor: set[str] = set()  # scalars holding one value per tensor (need seg.expand)
-    for s, arg_types in zip(program.statements, analysis.arg_types, strict=True):
+    for i, (s, arg_types) in enumerate(zip(program.statements, analysis.arg_types, strict=True)):
+        if i in analysis.redundant:
+            continue  # never reaches an output
         body.append(f"{names(s.target)} = {_expression(s, arg_types, names, per_tensor)}")
         if _is_per_tensor(s, arg_types, per_tensor):
             per_tensor.add(s.target)

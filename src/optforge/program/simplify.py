@@ -291,7 +291,8 @@ def _fold(op: str, args: tuple[Arg, ...]) -> float | None:
 
 
 def _tidy(value: float) -> float:
-    """Round a computed constant to 15 significant digits, so 0.9 * 1.1 reads 0.99 and not
-    0.9900000000000001. The change (<= 5e-16 relative) stays far below the fingerprint's
-    2^-30 resolution; rounding to fewer digits measurably changed fingerprints."""
-    return float(f"{value:.15g}")
+    """A shorter spelling of a computed constant when it is within one ulp: 0.1 * 3.0 reads
+    0.3, not 0.30000000000000004. Anything further is kept exact: inside a program, a
+    cancellation such as ``log(c - g)`` can blow a few ulps up into a different fingerprint."""
+    short = float(f"{value:.12g}")
+    return short if abs(short - value) <= math.ulp(value) else value
