@@ -114,6 +114,10 @@ def _add_program_commands(commands) -> None:
     export.add_argument("--name", default="ExportedOptimizer", help="the optimizer class name")
     export.set_defaults(handler=_export)
 
+    prims = commands.add_parser("primitives", help="the primitive table of the program language")
+    prims.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    prims.set_defaults(handler=_primitives)
+
 
 def _bench_step(args: argparse.Namespace, console: Console) -> int:
     import torch
@@ -212,6 +216,41 @@ def _bench_program(args: argparse.Namespace, console: Console) -> int:
         )
     for line in bench.lines(result):
         console.print(line, highlight=False)
+    return 0
+
+
+def _primitives(args: argparse.Namespace, console: Console) -> int:
+    from optforge.program.primitives import PRIMITIVES
+
+    columns = ["name", "written", "arity", "shape rule", "torch", "domain"]
+    rows = []
+    for p in PRIMITIVES.values():
+        if p.kind == "constant":
+            written = p.name
+        elif p.symbol:
+            written = f"-{p.params[0]}" if p.arity == 1 else f"x {p.symbol} y"
+        elif p.name == "identity":
+            written = "x"
+        else:
+            written = f"{p.name}({', '.join(p.params)})"
+        rows.append([p.name, written, str(p.arity), p.kind, p.code, p.domain])
+    if args.markdown:
+        print("| " + " | ".join(columns) + " |")
+        print("|" + "---|" * len(columns))
+        for row in rows:
+            cells = [c.replace("|", "\\|") for c in row]  # a bare | would end the cell
+            print(
+                "| "
+                + " | ".join(f"`{c}`" if i in (1, 4) else c for i, c in enumerate(cells))
+                + " |"
+            )
+        return 0
+    table = Table(title=f"{len(rows)} primitives", title_justify="left")
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
     return 0
 
 
@@ -328,7 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Piped output (CI logs, files) gets a fixed width so tables are not squeezed to 80 columns.
     console = Console() if sys.stdout.isatty() else Console(width=160)
-    return args.handler(args, console)
+    try:
+        return args.handler(args, console)
+    except BrokenPipeError:  # `optforge ... | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

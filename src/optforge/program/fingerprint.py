@@ -3,7 +3,9 @@
 The fingerprint runs a program for a few steps on fixed, seeded random inputs in float64 and
 hashes the updates rounded to 30 significant bits. Equivalent programs written differently
 (``m / sqrt(m*m)`` and ``sign(m)``, renamed or reordered statements, dead code) get the same
-fingerprint, so the search can reuse a fitness; NaN and inf are hashed as such. The inputs:
+fingerprint, so the search can reuse a fitness. NaN and +-inf hash alike ("not finite"): to
+the search both are a failed step, and rewrites such as ``interp(x, y, 1) -> y`` may turn one
+into the other (``inf * 0`` is NaN). The inputs:
 
 - two parameter tensors, so per-tensor and global reductions differ;
 - magnitudes spread over four decades, so branches like ``minimum(x, 3.0)`` or
@@ -89,9 +91,9 @@ def behaviour(program: Program, seed: int = SEED, steps: int = STEPS) -> tuple[s
 
 
 def _rounded(x: np.ndarray) -> bytes:
-    """Round to MANTISSA_BITS significant bits; NaN and +-inf keep their own codes."""
+    """Round to MANTISSA_BITS significant bits; every non-finite value gets one code."""
     mantissa, exponent = np.frexp(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0))
     code = np.round(mantissa * 2.0**MANTISSA_BITS).astype(np.int64)
-    flags = np.where(np.isnan(x), 1, np.where(np.isposinf(x), 2, np.where(np.isneginf(x), 3, 0)))
+    flags = (~np.isfinite(x)).astype(np.int64)
     exponent = np.where(code == 0, 0, exponent)  # +-0 and tiny values alike
     return np.stack([code, exponent.astype(np.int64), flags.astype(np.int64)]).tobytes()
