@@ -291,8 +291,8 @@ def _fold(op: str, args: tuple[Arg, ...]) -> float | None:
 
 
 def _tidy(value: float) -> float:
-    """A shorter spelling of a computed constant when it is within one ulp: 0.1 * 3.0 reads
-    0.3, not 0.30000000000000004. Anything further is kept exact: inside a program, a
-    cancellation such as ``log(c - g)`` can blow a few ulps up into a different fingerprint."""
-    short = float(f"{value:.12g}")
+    """A round spelling of a computed constant, when one is within an ulp: 0.1 * 3.0 reads 0.3,
+    not 0.30000000000000004. Other values stay exact: inside a program an ulp can be amplified
+    (``sin(x / c)`` with a huge quotient, ``log(c - g)`` near zero) into another fingerprint."""
+    short = float(f"{value:.6g}")
     return short if abs(short - value) <= math.ulp(value) else value
