@@ -9,6 +9,8 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+from optforge.bench.tables import markdown_table
+
 
 def _positive_count(text: str) -> float:
     try:
@@ -151,14 +153,8 @@ def _print_report(report, markdown: bool, console: Console) -> None:
     from optforge.bench import step as bench
 
     if markdown:
-        print(bench.markdown(report))  # plain text: no wrapping, ready to paste into docs
-        return
-    table = Table(title=bench.header(report), title_justify="left")
-    for i, col in enumerate(bench.COLUMNS):
-        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=True)
-    for row in bench.table_rows(report):
-        table.add_row(*row)
-    console.print(table)
+        print(bench.header(report) + "\n")  # plain text: no wrapping, ready for docs
+    _print_table(console, bench.header(report), bench.COLUMNS, bench.table_rows(report), markdown)
 
 
 def _read_json(path: str, console: Console) -> dict | None:
@@ -189,18 +185,7 @@ def _bench_summary(args: argparse.Namespace, console: Console) -> int:
     if any(run is None for run in runs):
         return 2
     rows = bench.summarize(runs)
-    if args.markdown:
-        print("| " + " | ".join(bench.SUMMARY_COLUMNS) + " |")
-        print("|" + "---|" * len(bench.SUMMARY_COLUMNS))
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
-        return 0
-    table = Table(title=f"{len(runs)} runs", title_justify="left")
-    for i, col in enumerate(bench.SUMMARY_COLUMNS):
-        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=True)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    _print_table(console, f"{len(runs)} runs", bench.SUMMARY_COLUMNS, rows, args.markdown)
     return 0
 
 
@@ -234,24 +219,24 @@ def _primitives(args: argparse.Namespace, console: Console) -> int:
         else:
             written = f"{p.name}({', '.join(p.params)})"
         rows.append([p.name, written, str(p.arity), p.kind, p.code, p.domain])
-    if args.markdown:
-        print("| " + " | ".join(columns) + " |")
-        print("|" + "---|" * len(columns))
-        for row in rows:
-            cells = [c.replace("|", "\\|") for c in row]  # a bare | would end the cell
-            print(
-                "| "
-                + " | ".join(f"`{c}`" if i in (1, 4) else c for i, c in enumerate(cells))
-                + " |"
-            )
-        return 0
-    table = Table(title=f"{len(rows)} primitives", title_justify="left")
-    for col in columns:
-        table.add_column(col)
+    if args.markdown:  # names as written and torch code as code
+        rows = [[f"`{c}`" if i in (1, 4) else c for i, c in enumerate(row)] for row in rows]
+    _print_table(console, f"{len(rows)} primitives", columns, rows, args.markdown, numeric=False)
+    return 0
+
+
+def _print_table(console, title, columns, rows, markdown: bool, numeric: bool = True) -> None:
+    """Markdown text (for docs) or a rich table; numeric tables right-align all but column 0."""
+    if markdown:
+        print(markdown_table(columns, rows))
+        return
+    table = Table(title=title, title_justify="left")
+    for i, col in enumerate(columns):
+        right = numeric and i > 0
+        table.add_column(col, justify="right" if right else "left", no_wrap=numeric)
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    return 0
 
 
 def _load_program(spec: str, console: Console):

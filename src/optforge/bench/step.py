@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 import torch
 
 import optforge
+from optforge.bench.tables import markdown_table
 from optforge.optim import lion
 
 LION_BYTES, ADAMW_BYTES = 20, 28
@@ -367,10 +368,7 @@ def header(report: Report) -> str:
 
 
 def markdown(report: Report) -> str:
-    lines = [header(report), "", "| " + " | ".join(COLUMNS) + " |"]
-    lines.append("|" + "---|" * len(COLUMNS))
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
-    return "\n".join(lines)
+    return header(report) + "\n\n" + markdown_table(COLUMNS, table_rows(report))
 
 
 def summarize(runs: list[dict]) -> list[list[str]]:

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from optforge.optim._validation import check_lr, is_number
 from optforge.optim.kernels import cpu as cpu_kernel
 
 __all__ = ["Lion", "lion"]
@@ -108,7 +109,7 @@ class Lion(Optimizer):
         schedule (warm-up, peak, final): schedulers scale ``lr`` so they do this by themselves.
         """
         for name, value in (("ratio", ratio), ("wd_ratio", wd_ratio)):
-            if value is not None and not (_is_number(value) and 0 < value < math.inf):
+            if value is not None and not (is_number(value) and 0 < value < math.inf):
                 raise ValueError(f"Invalid {name}: {value!r} (must be a finite number > 0)")
         factor = ratio if wd_ratio is None else wd_ratio
         return cls(params, lr=lr / ratio, weight_decay=weight_decay * factor, **kwargs)
@@ -405,35 +406,18 @@ def _is_dense(t: Tensor) -> bool:
 # Validation: a user mistake names the value and the accepted range, at construction.
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
-
-
 def _check_options(group: dict[str, Any]) -> None:
-    lr = group["lr"]
-    if isinstance(lr, Tensor):
-        if lr.numel() != 1 or not lr.is_floating_point():
-            raise ValueError(
-                f"Invalid learning rate: a tensor lr must hold one floating-point value, got "
-                f"{lr.dtype}{list(lr.shape)}"
-            )
-        lr_value = float(lr)
-    elif _is_number(lr):
-        lr_value = float(lr)
-    else:
-        raise TypeError(f"Invalid learning rate: {lr!r} (must be a float or a one-element tensor)")
-    if not (0.0 <= lr_value < math.inf):
-        raise ValueError(f"Invalid learning rate: {lr_value!r} (must be a finite number >= 0)")
+    check_lr(group["lr"])
 
     betas = group["betas"]
     if not (isinstance(betas, tuple | list) and len(betas) == 2):
         raise ValueError(f"Invalid betas: {betas!r} (must be a pair (beta1, beta2))")
     for i, beta in enumerate(betas, start=1):
-        if not (_is_number(beta) and 0.0 <= beta < 1.0):
+        if not (is_number(beta) and 0.0 <= beta < 1.0):
             raise ValueError(f"Invalid beta{i}: {beta!r} (must be a number in [0, 1))")
 
     wd = group["weight_decay"]
-    if not (_is_number(wd) and 0.0 <= wd < math.inf):
+    if not (is_number(wd) and 0.0 <= wd < math.inf):
         raise ValueError(f"Invalid weight_decay: {wd!r} (must be a finite number >= 0)")
 
     for name in ("maximize", "cautious"):

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from optforge.optim._validation import check_lr
 from optforge.program import execute
 from optforge.program.analysis import analyze
 from optforge.program.program import Program, ProgramError, parse
@@ -124,14 +125,7 @@ def _source(program: Program | str) -> str:
 
 
 def _check(group: dict[str, Any]) -> None:
-    lr = group["lr"]
-    value = float(lr) if isinstance(lr, Tensor) and lr.numel() == 1 else lr
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not (0 <= value < float("inf"))
-    ):
-        raise ValueError(f"Invalid learning rate: {lr!r} (must be a finite number >= 0)")
+    check_lr(group["lr"])
     if group["nonfinite"] not in NONFINITE:
         raise ValueError(f"Invalid nonfinite: {group['nonfinite']!r} (must be one of {NONFINITE})")
     analysis = analyze(_parsed(group["program"]))
