@@ -1,0 +1,199 @@
+"""Named tasks: data + model + steps + batch + schedule + metric, in tiers.
+
+- tier ``A``: the search proxies, cheapest (one vision, one language task);
+- tier ``B`` (~10x A) and ``C`` (~100x A): bigger models and more steps, for funnel selection;
+- ``meta``: meta-validation tasks the search never trains on (another corpus, other data);
+- ``test``: tiny tasks for the test suite.
+
+A program's ``lr`` input is the task's schedule multiplier (warm-up then cosine, peak 1.0), so
+its own constants set its absolute step size. ``baselines`` hold the tuned constants of the
+library optimizers (``docs/tasks.md``, ``optforge tune``); the search compares against them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from optforge.program import library
+from optforge.program.program import Program, Statement
+from optforge.tasks import data as datasets
+from optforge.tasks.models import MLP, ViT, BatchedModel, CharLM
+from optforge.tasks.train import cross_entropy
+
+SEED_STRIDE = 1_000_003  # keeps the data-order stream of seed s apart from the init stream
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    tier: Literal["A", "B", "C", "meta", "test"]
+    dataset: str  # a loader name in tasks.data
+    architecture: str  # "vit", "mlp" or "lm"
+    config: tuple[tuple[str, int], ...]  # model constructor arguments
+    steps: int
+    batch: int
+    eval_size: int  # validation images, or validation windows of text
+    warmup: float = 0.05
+    description: str = ""
+    baselines: tuple[tuple[str, tuple[float, ...]], ...] = field(default=())
+
+    # -- data and model -----------------------------------------------------------------------
+
+    @property
+    def language(self) -> bool:
+        return self.architecture == "lm"
+
+    @property
+    def metric(self) -> str:
+        return "-validation loss" if self.language else "validation accuracy"
+
+    def data(self):
+        return getattr(datasets, self.dataset)()
+
+    def model(self) -> BatchedModel:
+        cfg = dict(self.config)
+        if self.architecture == "vit":
+            return ViT(**cfg)
+        if self.architecture == "mlp":
+            return MLP(**cfg)
+        return CharLM(vocab=len(self.data().vocab), **cfg)
+
+    def batches(self, seeds) -> Callable[[int], tuple[Tensor, Tensor]]:
+        """Step t -> (x, y) for K candidates; candidate k's data order follows seeds[k]."""
+        d = self.data()
+        gens = [torch.Generator().manual_seed(s + SEED_STRIDE) for s in seeds]
+        if not self.language:
+            n = len(d.x_train)
+
+            def images(t: int):
+                idx = torch.stack([torch.randint(0, n, (self.batch,), generator=g) for g in gens])
+                return d.x_train[idx], d.y_train[idx]
+
+            return images
+        context = dict(self.config)["context"]
+        n = len(d.train) - context - 1
+
+        def text(t: int):
+            starts = torch.stack([torch.randint(0, n, (self.batch,), generator=g) for g in gens])
+            windows = d.train[starts[..., None] + torch.arange(context + 1)]
+            return windows[..., :-1], windows[..., 1:]
+
+        return text
+
+    def loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        return cross_entropy(logits, y)
+
+    # -- fitness ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def score(self, model: BatchedModel, theta: Tensor) -> list[float]:
+        """Validation accuracy (vision) or -validation loss (language) per candidate, on a
+        fixed validation subset of ``eval_size`` items."""
+        k, views = theta.shape[0], model.views(theta)
+        x, y = self._validation()
+        totals = torch.zeros(k)
+        for start in range(0, len(x), 500):
+            xb, yb = x[start : start + 500], y[start : start + 500]
+            n = len(xb)
+            xb, yb = xb.expand(k, *xb.shape), yb.expand(k, *yb.shape)
+            logits = model.forward(views, xb)
+            if self.language:
+                totals += cross_entropy(logits, yb) * n
+            else:
+                totals += (logits.argmax(-1) == yb).float().sum(1)
+        mean = totals / len(x)
+        return (-mean if self.language else mean).tolist()
+
+    @functools.cache  # noqa: B019 - tasks are immutable singletons
+    def _validation(self) -> tuple[Tensor, Tensor]:
+        d = self.data()
+        gen = torch.Generator().manual_seed(12345)
+        if not self.language:
+            return d.x_val[: self.eval_size], d.y_val[: self.eval_size]
+        context = dict(self.config)["context"]
+        starts = torch.randint(0, len(d.val) - context - 1, (self.eval_size,), generator=gen)
+        windows = d.val[starts[:, None] + torch.arange(context + 1)]
+        return windows[:, :-1], windows[:, 1:]
+
+    # -- baselines ----------------------------------------------------------------------------
+
+    def baseline(self, name: str) -> Program:
+        """The tuned library optimizer ``name`` as a program for this task."""
+        params = dict(self.baselines).get(name)
+        if params is None:
+            raise KeyError(f"task {self.name!r} has no tuned baseline {name!r} "
+                           f"(has: {', '.join(n for n, _ in self.baselines) or 'none'})")  # fmt: skip
+        return baseline_program(name, *params)
+
+
+def with_step_size(program: Program, eta: float) -> Program:
+    """``program`` with ``lr = lr * eta`` first: the schedule multiplier becomes a step size."""
+    return Program((Statement("lr", "mul", ("lr", float(eta))), *program.statements),
+                   program.returns)  # fmt: skip
+
+
+BASELINE_FACTORIES = {
+    "sgd": lambda wd: library.sgd(weight_decay=wd),
+    "momentum": lambda wd: library.momentum(0.9, weight_decay=wd),
+    "adamw": lambda wd: library.adamw(0.9, 0.999, weight_decay=wd, eps=1e-8),
+    "lion": lambda wd: library.lion(0.9, 0.99, weight_decay=wd),
+}
+
+
+def baseline_program(name: str, eta: float, weight_decay: float = 0.0) -> Program:
+    """A library optimizer with step size ``eta`` and decoupled weight decay (times lr)."""
+    return with_step_size(BASELINE_FACTORIES[name](weight_decay), eta)
+
+
+def _vit(**kw) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted(kw.items()))
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        Task("fmnist-vit-a", "A", "fashion_mnist", "vit",
+             _vit(image=28, patch=7, dim=16, depth=1, heads=2), steps=150, batch=32,
+             eval_size=1000, description="search proxy: a tiny ViT on Fashion-MNIST"),
+        Task("shakespeare-lm-a", "A", "shakespeare", "lm",
+             _vit(context=32, dim=32, depth=1, heads=2), steps=150, batch=16, eval_size=256,
+             description="search proxy: a tiny char-level Transformer LM on Shakespeare"),
+        Task("fmnist-vit-b", "B", "fashion_mnist", "vit",
+             _vit(image=28, patch=7, dim=32, depth=2, heads=2), steps=500, batch=64,
+             eval_size=5000, description="funnel tier B: a larger ViT, more steps"),
+        Task("shakespeare-lm-b", "B", "shakespeare", "lm",
+             _vit(context=64, dim=48, depth=2, heads=3), steps=500, batch=32, eval_size=512,
+             description="funnel tier B: a larger LM, longer context, more steps"),
+        Task("fmnist-vit-c", "C", "fashion_mnist", "vit",
+             _vit(image=28, patch=4, dim=64, depth=3, heads=4), steps=3000, batch=128,
+             eval_size=5000, description="funnel tier C: ~100x tier A"),
+        Task("shakespeare-lm-c", "C", "shakespeare", "lm",
+             _vit(context=128, dim=96, depth=3, heads=4), steps=3000, batch=64, eval_size=1024,
+             description="funnel tier C: ~100x tier A"),
+        Task("kjv-lm-meta", "meta", "kjv", "lm",
+             _vit(context=64, dim=48, depth=2, heads=3), steps=500, batch=32, eval_size=512,
+             description="meta-validation: the tier-B LM on the King James Bible"),
+        Task("mnist5k-vit-meta", "meta", "mnist_5k", "vit",
+             _vit(image=28, patch=4, dim=24, depth=3, heads=3), steps=500, batch=64,
+             eval_size=750, description="meta-validation: a deeper, narrower ViT on MNIST-5k"),
+        Task("digits-mlp-test", "test", "digits", "mlp",
+             _vit(inputs=64, hidden=32), steps=60, batch=32, eval_size=300,
+             description="tests: an MLP on sklearn digits"),
+        Task("shakespeare-lm-test", "test", "shakespeare", "lm",
+             _vit(context=16, dim=16, depth=1, heads=2), steps=30, batch=8, eval_size=64,
+             description="tests: a minimal LM"),
+    ]
+}  # fmt: skip
+
+
+def get(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r} (tasks: {', '.join(TASKS)})") from None

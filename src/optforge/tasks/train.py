@@ -1,0 +1,163 @@
+"""Fitness: train K candidates at once, each updated by its own program, and score them.
+
+A candidate is a (program, seed) pair. The K candidates' parameters live in one matrix
+``theta [K, P]``; one batched forward/backward serves all of them (``models.py``), and each
+program then updates its own row. Candidates that share a program (several seeds of one
+program) are updated together in one run over their stacked rows, unless the program uses a
+global reduction, which must not mix candidates. A row depends only on its own program and
+seed, so a candidate's result is the same whether it trains alone or in a batch.
+
+A candidate fails, with a reason, when its loss or update stops being finite, when its loss
+diverges (3x its initial loss), or when the evaluation runs out of time; it is then frozen
+and never raises into the caller.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from optforge.program.analysis import analyze
+from optforge.program.execute import Segments, run
+from optforge.program.program import Program
+
+DIVERGENCE = 3.0  # a loss this many times the initial one has diverged
+
+
+@dataclass(frozen=True)
+class Result:
+    fitness: float | None  # accuracy (vision) or -loss (language); None when failed
+    failed: bool
+    reason: str | None
+    final_loss: float
+    seconds: float  # the whole batch's wall time divided by its size
+
+
+def schedule(steps: int, warmup: float) -> list[float]:
+    """The program's ``lr`` input: linear warm-up to 1.0, then cosine decay to 0."""
+    w = max(1, int(warmup * steps))
+    return [(t + 1) / w if t < w else 0.5 * (1 + math.cos(math.pi * (t - w) / max(1, steps - w)))
+            for t in range(steps)]  # fmt: skip
+
+
+def evaluate(
+    task,
+    programs: Sequence[Program],
+    seeds: Sequence[int],
+    *,
+    time_limit: float | None = None,
+) -> list[Result]:
+    """Train ``len(programs)`` candidates together on ``task`` and return their results."""
+    if len(programs) != len(seeds):
+        raise ValueError(f"{len(programs)} programs but {len(seeds)} seeds")
+    start = time.perf_counter()
+    k = len(programs)
+    model = task.model()
+    theta = model.init(list(seeds)).requires_grad_(True)
+    v1 = torch.zeros_like(theta)
+    v2 = torch.zeros_like(theta)
+    groups = _groups(programs)
+    segments = {len(rows): Segments(model.sizes * len(rows)) for _, rows in groups}
+    single = Segments(model.sizes)
+    batches = task.batches(seeds)
+    lrs = schedule(task.steps, task.warmup)
+    alive = torch.ones(k, dtype=torch.bool)
+    reasons: list[str | None] = [None] * k
+    initial = torch.full((k,), float("inf"))
+    losses = torch.zeros(k)
+
+    for t in range(task.steps):
+        x, y = batches(t)
+        per_candidate = task.loss(model.forward(model.views(theta), x), y)
+        losses = per_candidate.detach()
+        if t == 0:
+            initial = losses.clone()
+        _fail(alive, reasons, ~torch.isfinite(losses), f"loss not finite at step {t}")
+        _fail(alive, reasons, losses > DIVERGENCE * initial, f"loss diverged at step {t}")
+        if time_limit is not None and time.perf_counter() - start > time_limit:
+            _fail(alive, reasons, alive.clone(), f"time limit {time_limit:g}s at step {t}")
+        if not alive.any():
+            break
+        total = torch.where(alive, per_candidate, 0.0).sum()
+        (grad,) = torch.autograd.grad(total, theta)
+        with torch.no_grad():
+            for program, rows in groups:
+                rows = [r for r in rows if alive[r]]
+                if rows:
+                    seg = single if len(rows) == 1 else segments.get(len(rows))
+                    seg = seg or Segments(model.sizes * len(rows))
+                    _step(program, rows, theta, grad, v1, v2, lrs[t], seg, alive, reasons, t)
+    fitness = task.score(model, theta.detach()) if alive.any() else [None] * k
+    seconds = (time.perf_counter() - start) / k
+    return [
+        Result(
+            fitness=float(fitness[i]) if alive[i] else None,
+            failed=not bool(alive[i]),
+            reason=reasons[i],
+            final_loss=float(losses[i]),
+            seconds=seconds,
+        )
+        for i in range(k)
+    ]
+
+
+def _groups(programs: Sequence[Program]) -> list[tuple[Program, list[int]]]:
+    """Rows sharing a program; a program with a global reduction gets one group per row."""
+    shared: dict[Program, list[int]] = {}
+    alone = []
+    for i, p in enumerate(programs):
+        if any(s.op in ("global_norm", "clip_by_global_norm") for s in p.statements):
+            alone.append((p, [i]))
+        else:
+            shared.setdefault(p, []).append(i)
+    return [*shared.items(), *alone]
+
+
+def _step(program, rows, theta, grad, v1, v2, lr, seg, alive, reasons, t) -> None:
+    """Update ``rows`` of theta (and their states) with ``program``, in one run."""
+    reads = analyze(program).reads
+    index = torch.tensor(rows)
+    update, new_v1, new_v2 = run(
+        program,
+        theta[index],
+        grad[index],
+        v1[index] if "v1" in reads else None,
+        v2[index] if "v2" in reads else None,
+        lr,
+        segments=seg,
+    )
+    ok = torch.isfinite(update).all(dim=1)
+    for new in (new_v1, new_v2):
+        if new is not None:
+            ok &= torch.isfinite(new).all(dim=1)
+    bad = torch.zeros_like(alive)
+    bad[index] = ~ok
+    _fail(alive, reasons, bad, f"update not finite at step {t}")
+    keep = index[ok]
+    theta[keep] -= update[ok]
+    if new_v1 is not None:
+        v1[keep] = new_v1[ok]
+    if new_v2 is not None:
+        v2[keep] = new_v2[ok]
+
+
+def _fail(alive: Tensor, reasons: list, mask: Tensor, reason: str) -> None:
+    for i in torch.nonzero(mask & alive).flatten().tolist():
+        reasons[i] = reason
+        alive[i] = False
+
+
+def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    """Mean cross-entropy per candidate: logits [K, ..., C], y [K, ...] -> [K]."""
+    k, c = logits.shape[0], logits.shape[-1]
+    return (
+        F.cross_entropy(logits.reshape(-1, c), y.reshape(-1), reduction="none")
+        .reshape(k, -1)
+        .mean(1)
+    )
