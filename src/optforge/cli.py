@@ -89,8 +89,35 @@ def build_parser() -> argparse.ArgumentParser:
     prog.add_argument("--seed", type=int, default=0)
     prog.set_defaults(handler=_bench_program)
 
+    ev = benches.add_parser("eval", help="fitness evaluations per second, single and batched")
+    ev.add_argument("--tiers", default="A,B,meta", help="comma-separated tiers (A,B,C,meta,test)")
+    ev.add_argument("--k", type=_positive_int, default=32, help="candidates per batch")
+    ev.set_defaults(handler=_bench_eval)
+
     _add_program_commands(commands)
+    _add_task_commands(commands)
     return parser
+
+
+def _add_task_commands(commands) -> None:
+    tasks = commands.add_parser("tasks", help="the fitness tasks: tiers, sizes, steps, metric")
+    tasks.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    tasks.set_defaults(handler=_tasks)
+
+    ev = commands.add_parser("eval", help="train a program on a task and report its fitness")
+    ev.add_argument("program", metavar="PROGRAM",
+                    help="a program file or library name, or baseline:NAME for the task's tuned "
+                         "sgd/momentum/adamw/lion")  # fmt: skip
+    ev.add_argument("--task", required=True, help="a task name (see `optforge tasks`)")
+    ev.add_argument("--seeds", type=_positive_int, default=3)
+    ev.set_defaults(handler=_eval)
+
+    tune = commands.add_parser("tune", help="grid-search the library baselines on a task")
+    tune.add_argument("--task", required=True)
+    tune.add_argument("--optimizers", default="sgd,momentum,adamw,lion")
+    tune.add_argument("--seeds", type=_positive_int, default=3)
+    tune.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    tune.set_defaults(handler=_tune)
 
 
 def _add_program_commands(commands) -> None:
@@ -237,6 +264,125 @@ def _print_table(console, title, columns, rows, markdown: bool, numeric: bool = 
     for row in rows:
         table.add_row(*row)
     console.print(table)
+
+
+def _task(name: str, console: Console):
+    from optforge.tasks import registry
+
+    try:
+        return registry.get(name)
+    except KeyError as e:
+        console.print(f"[red]error:[/red] {e.args[0]}", highlight=False)
+        return None
+
+
+def _tasks(args: argparse.Namespace, console: Console) -> int:
+    from optforge.tasks.registry import TASKS
+
+    columns = ["task", "tier", "data", "model", "params", "steps", "batch", "metric", "baselines"]
+    rows = []
+    for t in TASKS.values():
+        model = t.model()
+        config = ", ".join(f"{k}={v}" for k, v in t.config)
+        tuned = ", ".join(n for n, _ in t.baselines) or "-"
+        rows.append([t.name, t.tier, t.dataset, f"{t.architecture}({config})",
+                     f"{model.num_params:,}", str(t.steps), str(t.batch), t.metric,
+                     tuned])  # fmt: skip
+    _print_table(console, f"{len(rows)} tasks", columns, rows, args.markdown, numeric=False)
+    return 0
+
+
+def _eval(args: argparse.Namespace, console: Console) -> int:
+    from optforge.tasks.sweep import Summary, evaluate_many
+
+    task = _task(args.task, console)
+    if task is None:
+        return 2
+    if args.program.startswith("baseline:"):
+        try:
+            program = task.baseline(args.program.split(":", 1)[1])
+        except KeyError as e:
+            console.print(f"[red]error:[/red] {e.args[0]}", highlight=False)
+            return 2
+    else:
+        program = _load_program(args.program, console)
+        if program is None:
+            return 2
+    results = evaluate_many(task, [(program, s) for s in range(args.seeds)])
+    for seed, r in enumerate(results):
+        value = f"{r.fitness:.4f}" if not r.failed else f"failed: {r.reason}"
+        console.print(f"seed {seed}: {value}  (final train loss {r.final_loss:.3f})",
+                      highlight=False)  # fmt: skip
+    summary = Summary.of(results)
+    console.print(f"{task.name} {task.metric}: {summary.text(4)} over {args.seeds} seeds",
+                  highlight=False)  # fmt: skip
+    return 0 if summary.mean is not None else 1
+
+
+def _tune(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import Progress
+
+    from optforge.tasks.sweep import GRIDS, tune
+
+    task = _task(args.task, console)
+    if task is None:
+        return 2
+    names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
+    unknown = [n for n in names if n not in GRIDS]
+    if unknown:
+        console.print(f"[red]error:[/red] unknown optimizers {unknown} (known: {', '.join(GRIDS)})")
+        return 2
+    with Progress(console=console, transient=True) as bar:
+        job = bar.add_task(f"tuning on {task.name}", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(job, completed=done, total=total)
+
+        tuned = tune(task, names, args.seeds, progress=progress)
+    rows = []
+    for t in tuned:
+        for (eta, wd), summary in t.grid.items():
+            mark = "best" if (eta, wd) == t.best else ""
+            rows.append([t.optimizer, f"{eta:g}", f"{wd:g}", summary.text(), mark])
+    _print_table(
+        console,
+        f"{task.name}: {task.metric}, seeds 0-{args.seeds - 1}",
+        ["optimizer", "step size", "weight decay", "fitness", ""],
+        rows,
+        args.markdown,
+    )
+    held = [[t.optimizer, f"{t.best[0]:g}" if t.best else "-", f"{t.best[1]:g}" if t.best else "-",
+             t.held_out.text() if t.held_out else "all failed"] for t in tuned]  # fmt: skip
+    if args.markdown:
+        print()
+    _print_table(
+        console,
+        f"best, re-measured on fresh seeds {1000}-{1000 + args.seeds - 1}",
+        ["optimizer", "step size", "weight decay", "fitness"],
+        held,
+        args.markdown,
+    )
+    return 0
+
+
+def _bench_eval(args: argparse.Namespace, console: Console) -> int:
+    from optforge.bench.evaluation import measure
+    from optforge.tasks.registry import TASKS
+
+    tiers = {t.strip() for t in args.tiers.split(",")}
+    rows = []
+    with console.status("measuring") as status:
+        for task in TASKS.values():
+            if task.tier in tiers:
+                status.update(f"measuring {task.name}")
+                m = measure(task, k=args.k)
+                rows.append([m.task, m.tier, f"{m.params:,}", f"{m.single_s:.2f}",
+                             f"{m.single_evals_per_s:.2f}", f"{m.batched_evals_per_s:.2f}",
+                             f"{m.speedup:.1f}x"])  # fmt: skip
+    columns = ["task", "tier", "params", "s/eval single", "evals/s single",
+               f"evals/s batched (K={args.k})", "batched/single"]  # fmt: skip
+    _print_table(console, "fitness evaluation throughput", columns, rows, markdown=False)
+    return 0
 
 
 def _load_program(spec: str, console: Console):

@@ -104,6 +104,12 @@ def _getter(arg) -> Callable[[dict[str, Tensor]], Tensor]:
     return lambda env: env[arg]
 
 
+@functools.lru_cache(maxsize=65536)
+def _constant(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Literals become 0-dim tensors once, not at every step (callers never modify them)."""
+    return torch.tensor(value, dtype=dtype, device=device)
+
+
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -128,13 +134,7 @@ def run(
     dtype = compute_dtype(w.dtype)
     shape = w.shape
     seg = segments or Segments([w.numel()], w.device)
-    cache: dict[float, Tensor] = {}
-
-    def const(value: float) -> Tensor:
-        if value not in cache:
-            cache[value] = torch.tensor(value, dtype=dtype, device=w.device)
-        return cache[value]
-
+    const = functools.partial(_constant, dtype=dtype, device=w.device)
     env: dict = {"__const__": const, "lr": torch.as_tensor(lr, dtype=dtype, device=w.device)}
     for name, value in (("w", w), ("g", g), ("v1", v1), ("v2", v2)):
         if value is not None:

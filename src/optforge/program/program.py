@@ -89,7 +89,7 @@ class Statement:
         return f"{self.target} = {self.op}({', '.join(a)})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=True)
 class Program:
     """A straight-line optimizer program: ``def train(w, g, v1, v2, lr)`` returning
     ``(update, new_v1, new_v2)``; the caller applies ``w <- w - update``."""
@@ -111,6 +111,14 @@ class Program:
 
     def __len__(self) -> int:
         return len(self.statements)
+
+    def __hash__(self) -> int:
+        # programs key every cache (analysis, compilation, fitness): hash once, not per lookup
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash((self.statements, self.returns))
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
     def source(self) -> str:
         body = [f"    {s.source()}" for s in self.statements]

@@ -23,7 +23,7 @@ from torch import Tensor
 from optforge.program import library
 from optforge.program.program import Program, Statement
 from optforge.tasks import data as datasets
-from optforge.tasks.models import MLP, ViT, BatchedModel, CharLM
+from optforge.tasks.models import MLP, BatchedModel, CharLM, ViT
 from optforge.tasks.train import cross_entropy
 
 SEED_STRIDE = 1_000_003  # keeps the data-order stream of seed s apart from the init stream
@@ -127,8 +127,8 @@ class Task:
         """The tuned library optimizer ``name`` as a program for this task."""
         params = dict(self.baselines).get(name)
         if params is None:
-            raise KeyError(f"task {self.name!r} has no tuned baseline {name!r} "
-                           f"(has: {', '.join(n for n, _ in self.baselines) or 'none'})")  # fmt: skip
+            known = ", ".join(n for n, _ in self.baselines) or "none"
+            raise KeyError(f"task {self.name!r} has no tuned baseline {name!r} (has: {known})")
         return baseline_program(name, *params)
 
 

@@ -122,7 +122,9 @@ def _groups(programs: Sequence[Program]) -> list[tuple[Program, list[int]]]:
 def _step(program, rows, theta, grad, v1, v2, lr, seg, alive, reasons, t) -> None:
     """Update ``rows`` of theta (and their states) with ``program``, in one run."""
     reads = analyze(program).reads
-    index = torch.tensor(rows)
+    # one row, or a contiguous run of rows, is a view: updated in place without copies
+    contiguous = rows == list(range(rows[0], rows[0] + len(rows)))
+    index = slice(rows[0], rows[-1] + 1) if contiguous else torch.tensor(rows)
     update, new_v1, new_v2 = run(
         program,
         theta[index],
@@ -132,19 +134,17 @@ def _step(program, rows, theta, grad, v1, v2, lr, seg, alive, reasons, t) -> Non
         lr,
         segments=seg,
     )
+    # a non-finite state shows up in the next update, so checking the update suffices
     ok = torch.isfinite(update).all(dim=1)
-    for new in (new_v1, new_v2):
+    if not bool(ok.all()):
+        bad = torch.zeros_like(alive)
+        bad[torch.tensor(rows)[~ok]] = True
+        _fail(alive, reasons, bad, f"update not finite at step {t}")
+        update = torch.where(ok[:, None], update, 0.0)
+    theta[index] -= update
+    for state, new in ((v1, new_v1), (v2, new_v2)):
         if new is not None:
-            ok &= torch.isfinite(new).all(dim=1)
-    bad = torch.zeros_like(alive)
-    bad[index] = ~ok
-    _fail(alive, reasons, bad, f"update not finite at step {t}")
-    keep = index[ok]
-    theta[keep] -= update[ok]
-    if new_v1 is not None:
-        v1[keep] = new_v1[ok]
-    if new_v2 is not None:
-        v2[keep] = new_v2[ok]
+            state[index] = torch.where(ok[:, None], new, state[index])
 
 
 def _fail(alive: Tensor, reasons: list, mask: Tensor, reason: str) -> None:

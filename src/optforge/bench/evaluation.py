@@ -1,0 +1,44 @@
+"""Fitness-evaluation throughput: candidate evaluations per second, one at a time and batched.
+
+Batches hold distinct programs (AdamW with K slightly different step sizes), the search's
+situation; one-at-a-time runs the same candidates with K = 1.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from optforge.tasks.registry import Task, baseline_program
+from optforge.tasks.train import evaluate
+
+
+@dataclass(frozen=True)
+class Throughput:
+    task: str
+    tier: str
+    params: int
+    single_s: float  # seconds per evaluation, one at a time
+    batched_evals_per_s: float
+    k: int
+
+    @property
+    def single_evals_per_s(self) -> float:
+        return 1.0 / self.single_s
+
+    @property
+    def speedup(self) -> float:
+        return self.batched_evals_per_s / self.single_evals_per_s
+
+
+def measure(task: Task, k: int = 32, singles: int = 2) -> Throughput:
+    programs = [baseline_program("adamw", 3e-3 * (1 + i / 1000)) for i in range(k)]
+    evaluate(task, programs[:1], [0])  # warm-up: data loading, caches
+    t = time.perf_counter()
+    for i in range(singles):
+        evaluate(task, programs[i : i + 1], [i])
+    single = (time.perf_counter() - t) / singles
+    t = time.perf_counter()
+    evaluate(task, programs, list(range(k)))
+    batched = k / (time.perf_counter() - t)
+    return Throughput(task.name, task.tier, task.model().num_params, single, batched, k)
