@@ -179,8 +179,6 @@ def _bench_step(args: argparse.Namespace, console: Console) -> int:
 def _print_report(report, markdown: bool, console: Console) -> None:
     from optforge.bench import step as bench
 
-    if markdown:
-        print(bench.header(report) + "\n")  # plain text: no wrapping, ready for docs
     _print_table(console, bench.header(report), bench.COLUMNS, bench.table_rows(report), markdown)
 
 
@@ -255,7 +253,7 @@ def _primitives(args: argparse.Namespace, console: Console) -> int:
 def _print_table(console, title, columns, rows, markdown: bool, numeric: bool = True) -> None:
     """Markdown text (for docs) or a rich table; numeric tables right-align all but column 0."""
     if markdown:
-        print(markdown_table(columns, rows))
+        print(f"{title}\n\n{markdown_table(columns, rows)}")
         return
     table = Table(title=title, title_justify="left")
     for i, col in enumerate(columns):
