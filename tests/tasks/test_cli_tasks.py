@@ -38,3 +38,9 @@ def test_tune_prints_grid_and_held_out_table(capsys):
     assert "| adamw | 0.01 | 0 |" in out and "best" in out
     assert "re-measured on fresh seeds 1000-1001" in out
     assert main(["tune", "--task", "digits-mlp-test", "--optimizers", "adagrad"]) == 2
+
+
+def test_bench_eval_measures_single_and_batched(capsys):
+    assert main(["bench", "eval", "--tiers", "test", "--k", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "digits-mlp-test" in out and "shakespeare-lm-test" in out and "x" in out

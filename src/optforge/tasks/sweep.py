@@ -18,7 +18,7 @@ from optforge.tasks.train import Result, evaluate
 GRIDS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "sgd": ((0.03, 0.1, 0.3, 1.0, 3.0), (0.0,)),
     "momentum": ((0.01, 0.03, 0.1, 0.3, 1.0), (0.0,)),
-    "adamw": ((1e-3, 3e-3, 1e-2, 3e-2), (0.0, 0.1)),
+    "adamw": ((3e-4, 1e-3, 3e-3, 1e-2, 3e-2), (0.0, 0.1)),
     "lion": ((3e-4, 1e-3, 3e-3, 1e-2, 3e-2), (0.0, 1.0)),
 }
 HELD_OUT_SEED = 1000  # fresh seeds start here
