@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_task_commands(commands) -> None:
     tasks = commands.add_parser("tasks", help="the fitness tasks: tiers, sizes, steps, metric")
     tasks.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    tasks.add_argument(
+        "--measure", action="store_true", help="also time one evaluation of each task (~1 min)"
+    )
     tasks.set_defaults(handler=_tasks)
 
     ev = commands.add_parser("eval", help="train a program on a task and report its fitness")
@@ -275,9 +278,12 @@ def _task(name: str, console: Console):
 
 
 def _tasks(args: argparse.Namespace, console: Console) -> int:
+    from optforge.bench.evaluation import seconds_per_evaluation
     from optforge.tasks.registry import TASKS
 
     columns = ["task", "tier", "data", "model", "params", "steps", "batch", "metric", "baselines"]
+    if args.measure:
+        columns.append("s/eval")
     rows = []
     for t in TASKS.values():
         model = t.model()
@@ -286,6 +292,9 @@ def _tasks(args: argparse.Namespace, console: Console) -> int:
         rows.append([t.name, t.tier, t.dataset, f"{t.architecture}({config})",
                      f"{model.num_params:,}", str(t.steps), str(t.batch), t.metric,
                      tuned])  # fmt: skip
+        if args.measure:
+            seconds, estimated = seconds_per_evaluation(t)
+            rows[-1].append(f"{seconds:.1f}" + (" (est.)" if estimated else ""))
     _print_table(console, f"{len(rows)} tasks", columns, rows, args.markdown, numeric=False)
     return 0
 

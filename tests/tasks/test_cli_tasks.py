@@ -44,3 +44,13 @@ def test_bench_eval_measures_single_and_batched(capsys):
     assert main(["bench", "eval", "--tiers", "test", "--k", "4"]) == 0
     out = capsys.readouterr().out
     assert "digits-mlp-test" in out and "shakespeare-lm-test" in out and "x" in out
+
+
+def test_seconds_per_evaluation_is_measured_or_estimated():
+    from optforge.bench.evaluation import seconds_per_evaluation
+    from optforge.tasks import registry
+
+    seconds, estimated = seconds_per_evaluation(registry.get("digits-mlp-test"), probe_steps=20)
+    assert seconds > 0 and estimated  # 60 steps > 2 * 20: timed short, extended
+    seconds, estimated = seconds_per_evaluation(registry.get("shakespeare-lm-test"), 20)
+    assert seconds > 0 and not estimated

@@ -6,6 +6,7 @@ situation; one-at-a-time runs the same candidates with K = 1.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -29,6 +30,25 @@ class Throughput:
     @property
     def speedup(self) -> float:
         return self.batched_evals_per_s / self.single_evals_per_s
+
+
+def seconds_per_evaluation(task: Task, probe_steps: int = 40) -> tuple[float, bool]:
+    """Seconds for one evaluation at K = 1, and whether it was estimated: tasks longer than
+    2 * probe_steps are timed at probe_steps and 2 * probe_steps steps, and the line through
+    the two (fixed cost + cost per step) is extended to the task's steps."""
+    program = baseline_program("adamw", 3e-3)
+
+    def timed(steps: int) -> float:
+        t = time.perf_counter()
+        evaluate(dataclasses.replace(task, steps=steps), [program], [0])
+        return time.perf_counter() - t
+
+    timed(1)  # warm-up: data loading, caches
+    if task.steps <= 2 * probe_steps:
+        return timed(task.steps), False
+    short, long = timed(probe_steps), timed(2 * probe_steps)
+    per_step = (long - short) / probe_steps
+    return short - per_step * probe_steps + per_step * task.steps, True
 
 
 def measure(task: Task, k: int = 32, singles: int = 2) -> Throughput:
