@@ -181,8 +181,8 @@ TASKS: dict[str, Task] = {
              _vit(context=64, dim=48, depth=2, heads=3), steps=500, batch=32, eval_size=512,
              description="meta-validation: the tier-B LM on the King James Bible"),
         Task("mnist5k-vit-meta", "meta", "mnist_5k", "vit",
-             _vit(image=28, patch=4, dim=24, depth=3, heads=3), steps=500, batch=64,
-             eval_size=750, description="meta-validation: a deeper, narrower ViT on MNIST-5k"),
+             _vit(image=28, patch=7, dim=24, depth=2, heads=2), steps=400, batch=64,
+             eval_size=750, description="meta-validation: a ViT of another width on MNIST-5k"),
         Task("digits-mlp-test", "test", "digits", "mlp",
              _vit(inputs=64, hidden=32), steps=60, batch=32, eval_size=300,
              description="tests: an MLP on sklearn digits"),
@@ -196,6 +196,16 @@ TASKS: dict[str, Task] = {
 # Tuned step size and weight decay per task and baseline: the best of `optforge tune --task T`
 # on seeds 0-2 (tables and fresh-seed re-measurements: docs/tasks.md).
 BASELINES: dict[str, dict[str, tuple[float, float]]] = {
+    "fmnist-vit-a": {"sgd": (1.0, 0.0), "momentum": (0.3, 0.0), "adamw": (0.01, 0.0),
+                     "lion": (0.03, 0.0)},
+    "shakespeare-lm-a": {"sgd": (1.0, 0.0), "momentum": (0.3, 0.0), "adamw": (0.001, 0.0),
+                         "lion": (0.01, 1.0)},
+    "fmnist-vit-b": {"sgd": (1.0, 0.0), "momentum": (0.1, 0.0), "adamw": (0.003, 0.0),
+                     "lion": (0.01, 1.0)},
+    "shakespeare-lm-b": {"sgd": (0.3, 0.0), "momentum": (0.3, 0.0), "adamw": (0.003, 0.1),
+                         "lion": (0.003, 0.0)},
+    "kjv-lm-meta": {"sgd": (0.3, 0.0), "momentum": (0.1, 0.0), "adamw": (0.003, 0.0),
+                    "lion": (0.003, 0.0)},
     "digits-mlp-test": {"sgd": (1.0, 0.0), "momentum": (0.3, 0.0), "adamw": (0.01, 0.0),
                         "lion": (0.03, 1.0)},
 }  # fmt: skip
