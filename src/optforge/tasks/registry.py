@@ -206,6 +206,8 @@ BASELINES: dict[str, dict[str, tuple[float, float]]] = {
                          "lion": (0.003, 0.0)},
     "kjv-lm-meta": {"sgd": (0.3, 0.0), "momentum": (0.1, 0.0), "adamw": (0.003, 0.0),
                     "lion": (0.003, 0.0)},
+    "mnist5k-vit-meta": {"sgd": (1.0, 0.0), "momentum": (0.3, 0.0), "adamw": (0.003, 0.0),
+                         "lion": (0.01, 1.0)},
     "digits-mlp-test": {"sgd": (1.0, 0.0), "momentum": (0.3, 0.0), "adamw": (0.01, 0.0),
                         "lion": (0.03, 1.0)},
 }  # fmt: skip
