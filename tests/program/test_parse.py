@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import json
 import random
 
 import pytest
@@ -25,7 +26,7 @@ def test_library_programs_round_trip(name):
     program = library.PROGRAMS[name]()
     assert parse(program.source()) == program
     assert Program.from_json(program.to_json()) == program
-    assert Program.from_json(__import__("json").dumps(program.to_json())) == program
+    assert Program.from_json(json.dumps(program.to_json())) == program
     assert hash(parse(program.source())) == hash(program)
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from optforge.optim._validation import check_lr, is_number
+from optforge.optim._shared import check_lr, closure_loss, is_number
 from optforge.optim.kernels import cpu as cpu_kernel
 
 __all__ = ["Lion", "lion"]
@@ -155,10 +155,7 @@ class Lion(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for index, group in enumerate(self.param_groups):
             params = [p for p in group["params"] if p.grad is not None]
             grads = [p.grad for p in params]

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from optforge.optim._validation import check_lr
+from optforge.optim._shared import check_lr, closure_loss
 from optforge.program import execute
 from optforge.program.analysis import analyze
 from optforge.program.program import Program, ProgramError, parse
@@ -69,10 +69,7 @@ class ProgramOptimizer(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:

@@ -1,10 +1,13 @@
-"""Checks shared by optforge's optimizers: a bad value is named with the range it must be in."""
+"""Pieces shared by optforge's optimizers: argument checks that name the bad value and the
+allowed range, and torch.optim's closure convention."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor
 
 
@@ -27,3 +30,12 @@ def check_lr(lr: Any) -> None:
         raise TypeError(f"Invalid learning rate: {lr!r} (must be a float or a one-element tensor)")
     if not (0.0 <= value < math.inf):
         raise ValueError(f"Invalid learning rate: {value!r} (must be a finite number >= 0)")
+
+
+def closure_loss(closure: Callable[[], Any] | None) -> Any:
+    """Re-evaluate the model through ``closure`` with gradients enabled (torch.optim's rule:
+    ``step`` itself runs under no_grad); None when there is no closure."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
