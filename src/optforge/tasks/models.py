@@ -98,6 +98,16 @@ def _block_specs(prefix: str, d: int, mlp: int) -> list[ParamSpec]:
     ]  # fmt: skip
 
 
+def _trunk_specs(depth: int, dim: int, mlp: int, outputs: int) -> list[ParamSpec]:
+    """The Transformer blocks, final norm and linear head that ViT and CharLM share."""
+    specs = [spec for i in range(depth) for spec in _block_specs(f"block{i}", dim, mlp)]
+    return specs + [
+        ParamSpec("norm.g", (dim,), "ones"), ParamSpec("norm.b", (dim,), "zeros"),
+        ParamSpec("head.w", (dim, outputs), "normal:0.02"),
+        ParamSpec("head.b", (outputs,), "zeros"),
+    ]  # fmt: skip
+
+
 def _block(p: dict[str, Tensor], prefix: str, x: Tensor, heads: int, causal: bool) -> Tensor:
     """Pre-norm Transformer block on x [K, B, N, d]."""
     k, b, n, d = x.shape
@@ -131,14 +141,8 @@ class ViT(BatchedModel):
             ParamSpec("patch.w", (patch * patch, dim), f"normal:{1 / patch}"),
             ParamSpec("patch.b", (dim,), "zeros"),
             ParamSpec("pos", (self.tokens, dim), "normal:0.02"),
+            *_trunk_specs(depth, dim, mlp_ratio * dim, classes),
         ]
-        for i in range(depth):
-            self.specs += _block_specs(f"block{i}", dim, mlp_ratio * dim)
-        self.specs += [
-            ParamSpec("norm.g", (dim,), "ones"), ParamSpec("norm.b", (dim,), "zeros"),
-            ParamSpec("head.w", (dim, classes), "normal:0.02"),
-            ParamSpec("head.b", (classes,), "zeros"),
-        ]  # fmt: skip
 
     def forward(self, p: dict[str, Tensor], x: Tensor) -> Tensor:
         """x [K, B, H, W] -> logits [K, B, classes]."""
@@ -185,14 +189,8 @@ class CharLM(BatchedModel):
         self.specs = [
             ParamSpec("embed", (vocab, dim), "normal:0.1"),
             ParamSpec("pos", (context, dim), "normal:0.02"),
+            *_trunk_specs(depth, dim, mlp_ratio * dim, vocab),
         ]
-        for i in range(depth):
-            self.specs += _block_specs(f"block{i}", dim, mlp_ratio * dim)
-        self.specs += [
-            ParamSpec("norm.g", (dim,), "ones"), ParamSpec("norm.b", (dim,), "zeros"),
-            ParamSpec("head.w", (dim, vocab), "normal:0.02"),
-            ParamSpec("head.b", (vocab,), "zeros"),
-        ]  # fmt: skip
 
     def forward(self, p: dict[str, Tensor], ids: Tensor) -> Tensor:
         """ids [K, B, T] -> next-character logits [K, B, T, vocab]."""
