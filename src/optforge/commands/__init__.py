@@ -1,0 +1,1 @@
+"""Handlers of the ``optforge`` commands, one module per group."""

@@ -1,0 +1,156 @@
+"""`optforge bench ...`: step time, program language, fitness-evaluation throughput."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from optforge.commands.common import positive_count, positive_int, print_table, read_json
+
+
+def add_bench_commands(commands) -> None:
+    bench = commands.add_parser("bench", help="measure optimizers against the anchors")
+    benches = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    step = benches.add_parser(
+        "step",
+        help="optimizer step time: Lion paths vs torch AdamW and other Lions",
+        description="Time opt.step() of every Lion path, torch AdamW (foreach, fused), timm "
+        "and lion-pytorch Lions when installed, and a compiled flat Lion (the limit), "
+        "round-robin in one run.",
+    )
+    step.add_argument("--params", type=positive_count, default=20e6, help="total (20e6)")
+    step.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    step.add_argument("--iters", type=positive_int, default=10, help="timed steps per round")
+    step.add_argument("--rounds", type=positive_int, default=5, help="round-robin rounds")
+    step.add_argument("--threads", type=positive_int, help="torch threads (default: torch's)")
+    step.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    step.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    step.add_argument(
+        "--no-limit", action="store_true", help="skip the torch.compile'd flat Lion (~20 s)"
+    )
+    step.add_argument(
+        "--compiled",
+        action="store_true",
+        help="add torch.compile(opt.step) of timm Lion and torch AdamW (~1 min to compile)",
+    )
+    step.add_argument(
+        "--no-first-step", action="store_true", help="skip the fresh-process first-step timing"
+    )
+    step.set_defaults(handler=_bench_step)
+
+    show = benches.add_parser("show", help="print the table of a saved `bench step --json` file")
+    show.add_argument("file", metavar="FILE")
+    show.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    show.set_defaults(handler=_bench_show)
+
+    summary = benches.add_parser(
+        "summary",
+        help="ratios across several `bench step --json` results (min-max over runs)",
+    )
+    summary.add_argument("files", nargs="+", metavar="FILE", help="JSON files of bench step")
+    summary.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    summary.set_defaults(handler=_bench_summary)
+
+    prog = benches.add_parser(
+        "program",
+        help="program language: analyze/fingerprint cost, fingerprint collisions, simplify",
+    )
+    prog.add_argument("--programs", type=positive_int, default=10_000, help="random programs")
+    prog.add_argument("--seed", type=int, default=0)
+    prog.set_defaults(handler=_bench_program)
+
+    ev = benches.add_parser("eval", help="fitness evaluations per second, single and batched")
+    ev.add_argument("--tiers", default="A,B,meta", help="comma-separated tiers (A,B,C,meta,test)")
+    ev.add_argument("--k", type=positive_int, default=32, help="candidates per batch")
+    ev.set_defaults(handler=_bench_eval)
+
+
+def _bench_step(args: argparse.Namespace, console: Console) -> int:
+    import torch
+
+    from optforge.bench import step as bench
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        console.print("[red]--device cuda: no CUDA device is available to torch here[/red]")
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with console.status("benchmarking") as status:
+        report = bench.run(
+            params=args.params,
+            device=args.device,
+            iters=args.iters,
+            rounds=args.rounds,
+            compiled_limit=not args.no_limit,
+            compiled_steps=args.compiled,
+            first_step=not args.no_first_step,
+            progress=lambda text: status.update(f"benchmarking: {text}"),
+        )
+    _print_report(report, args.markdown, console)
+    if args.json:
+        bench.write_json(report, args.json)
+        console.print(f"wrote {args.json}")
+    return 0
+
+
+def _print_report(report, markdown: bool, console: Console) -> None:
+    from optforge.bench import step as bench
+
+    print_table(console, bench.header(report), bench.COLUMNS, bench.table_rows(report), markdown)
+
+
+def _bench_show(args: argparse.Namespace, console: Console) -> int:
+    from optforge.bench import step as bench
+
+    data = read_json(args.file, console)
+    if data is None:
+        return 2
+    _print_report(bench.Report.from_json(data), args.markdown, console)
+    return 0
+
+
+def _bench_summary(args: argparse.Namespace, console: Console) -> int:
+    from optforge.bench import step as bench
+
+    runs = [read_json(path, console) for path in args.files]
+    if any(run is None for run in runs):
+        return 2
+    rows = bench.summarize(runs)
+    print_table(console, f"{len(runs)} runs", bench.SUMMARY_COLUMNS, rows, args.markdown)
+    return 0
+
+
+def _bench_program(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import Progress
+
+    from optforge.bench import program as bench
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("fingerprinting and simplifying", total=args.programs)
+        result = bench.run(
+            args.programs, args.seed, progress=lambda done, total: bar.update(task, completed=done)
+        )
+    for line in bench.lines(result):
+        console.print(line, highlight=False)
+    return 0
+
+
+def _bench_eval(args: argparse.Namespace, console: Console) -> int:
+    from optforge.bench.evaluation import measure
+    from optforge.tasks.registry import TASKS
+
+    tiers = {t.strip() for t in args.tiers.split(",")}
+    rows = []
+    with console.status("measuring") as status:
+        for task in TASKS.values():
+            if task.tier in tiers:
+                status.update(f"measuring {task.name}")
+                m = measure(task, k=args.k)
+                rows.append([m.task, m.tier, f"{m.params:,}", f"{m.single_s:.2f}",
+                             f"{m.single_evals_per_s:.2f}", f"{m.batched_evals_per_s:.2f}",
+                             f"{m.speedup:.1f}x"])  # fmt: skip
+    columns = ["task", "tier", "params", "s/eval single", "evals/s single",
+               f"evals/s batched (K={args.k})", "batched/single"]  # fmt: skip
+    print_table(console, "fitness evaluation throughput", columns, rows, markdown=False)
+    return 0

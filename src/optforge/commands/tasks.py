@@ -1,0 +1,138 @@
+"""`optforge tasks / eval / tune`: fitness tasks and their baselines."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from optforge.commands.common import load_program, positive_int, print_table
+
+
+def add_task_commands(commands) -> None:
+    tasks = commands.add_parser("tasks", help="the fitness tasks: tiers, sizes, steps, metric")
+    tasks.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    tasks.add_argument(
+        "--measure", action="store_true", help="also time one evaluation of each task (~1 min)"
+    )
+    tasks.set_defaults(handler=_tasks)
+
+    ev = commands.add_parser("eval", help="train a program on a task and report its fitness")
+    ev.add_argument("program", metavar="PROGRAM",
+                    help="a program file or library name, or baseline:NAME for the task's tuned "
+                         "sgd/momentum/adamw/lion")  # fmt: skip
+    ev.add_argument("--task", required=True, help="a task name (see `optforge tasks`)")
+    ev.add_argument("--seeds", type=positive_int, default=3)
+    ev.set_defaults(handler=_eval)
+
+    tune = commands.add_parser("tune", help="grid-search the library baselines on a task")
+    tune.add_argument("--task", required=True)
+    tune.add_argument("--optimizers", default="sgd,momentum,adamw,lion")
+    tune.add_argument("--seeds", type=positive_int, default=3)
+    tune.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    tune.set_defaults(handler=_tune)
+
+
+def _task(name: str, console: Console):
+    from optforge.tasks import registry
+
+    try:
+        return registry.get(name)
+    except KeyError as e:
+        console.print(f"[red]error:[/red] {e.args[0]}", highlight=False)
+        return None
+
+
+def _tasks(args: argparse.Namespace, console: Console) -> int:
+    from optforge.bench.evaluation import seconds_per_evaluation
+    from optforge.tasks.registry import TASKS
+
+    columns = ["task", "tier", "data", "model", "params", "steps", "batch", "metric", "baselines"]
+    if args.measure:
+        columns.append("s/eval")
+    rows = []
+    for t in TASKS.values():
+        model = t.model()
+        config = ", ".join(f"{k}={v}" for k, v in t.config)
+        tuned = ", ".join(n for n, _ in t.baselines) or "-"
+        rows.append([t.name, t.tier, t.dataset, f"{t.architecture}({config})",
+                     f"{model.num_params:,}", str(t.steps), str(t.batch), t.metric,
+                     tuned])  # fmt: skip
+        if args.measure:
+            seconds, estimated = seconds_per_evaluation(t)
+            rows[-1].append(f"{seconds:.1f}" + (" (est.)" if estimated else ""))
+    print_table(console, f"{len(rows)} tasks", columns, rows, args.markdown, numeric=False)
+    return 0
+
+
+def _eval(args: argparse.Namespace, console: Console) -> int:
+    from optforge.tasks.sweep import Summary, evaluate_many
+
+    task = _task(args.task, console)
+    if task is None:
+        return 2
+    if args.program.startswith("baseline:"):
+        try:
+            program = task.baseline(args.program.split(":", 1)[1])
+        except KeyError as e:
+            console.print(f"[red]error:[/red] {e.args[0]}", highlight=False)
+            return 2
+    else:
+        program = load_program(args.program, console)
+        if program is None:
+            return 2
+    results = evaluate_many(task, [(program, s) for s in range(args.seeds)])
+    for seed, r in enumerate(results):
+        value = f"{r.fitness:.4f}" if not r.failed else f"failed: {r.reason}"
+        console.print(f"seed {seed}: {value}  (final train loss {r.final_loss:.3f})",
+                      highlight=False)  # fmt: skip
+    summary = Summary.of(results)
+    console.print(f"{task.name} {task.metric}: {summary.text(4)} over {args.seeds} seeds",
+                  highlight=False)  # fmt: skip
+    return 0 if summary.mean is not None else 1
+
+
+def _tune(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import Progress
+
+    from optforge.tasks.sweep import GRIDS, tune
+
+    task = _task(args.task, console)
+    if task is None:
+        return 2
+    names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
+    unknown = [n for n in names if n not in GRIDS]
+    if unknown:
+        console.print(f"[red]error:[/red] unknown optimizers {unknown} (known: {', '.join(GRIDS)})")
+        return 2
+    with Progress(console=console, transient=True) as bar:
+        job = bar.add_task(f"tuning on {task.name}", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(job, completed=done, total=total)
+
+        tuned = tune(task, names, args.seeds, progress=progress)
+    rows = []
+    for t in tuned:
+        for (eta, wd), summary in t.grid.items():
+            mark = "best" if (eta, wd) == t.best else ""
+            rows.append([t.optimizer, f"{eta:g}", f"{wd:g}", summary.text(), mark])
+    print_table(
+        console,
+        f"{task.name}: {task.metric}, seeds 0-{args.seeds - 1}",
+        ["optimizer", "step size", "weight decay", "fitness", ""],
+        rows,
+        args.markdown,
+    )
+    held = [[t.optimizer, f"{t.best[0]:g}" if t.best else "-", f"{t.best[1]:g}" if t.best else "-",
+             t.held_out.text() if t.held_out else "all failed"] for t in tuned]  # fmt: skip
+    if args.markdown:
+        print()
+    print_table(
+        console,
+        f"best, re-measured on fresh seeds {1000}-{1000 + args.seeds - 1}",
+        ["optimizer", "step size", "weight decay", "fitness"],
+        held,
+        args.markdown,
+    )
+    return 0
