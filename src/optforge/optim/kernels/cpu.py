@@ -1,7 +1,7 @@
 """The fused CPU Lion kernel: compiled from C at first use, cached, called through ctypes.
 
 Why C + ctypes and not a torch C++ extension or torch.compile: the kernel needs no torch headers,
-so it compiles in about 2 s once, loads in milliseconds, and is never recompiled when the
+so it compiles quickly, once, loads in milliseconds, and is never recompiled when the
 learning rate changes (a compiled step specialises on Python floats; measured in docs/lion.md).
 It is linked against OpenMP by soname, so inside a torch process it shares torch's own libgomp
 thread pool.
