@@ -10,9 +10,9 @@ from optforge.tasks.models import MLP, CharLM, ViT
 
 def cases():
     gen = torch.Generator().manual_seed(0)
+    vit = ViT(image=28, patch=7, dim=16, depth=2, heads=2)
     return {
-        "vit": (ViT(image=28, patch=7, dim=16, depth=2, heads=2),
-                torch.rand(3, 5, 28, 28, generator=gen),
+        "vit": (vit, vit.prepare(torch.rand(15, 28, 28, generator=gen)).reshape(3, 5, 16, 49),
                 torch.randint(0, 10, (3, 5), generator=gen)),
         "mlp": (MLP(inputs=64, hidden=16), torch.rand(3, 5, 8, 8, generator=gen),
                 torch.randint(0, 10, (3, 5), generator=gen)),
@@ -20,6 +20,13 @@ def cases():
                torch.randint(0, 20, (3, 5, 12), generator=gen),
                torch.randint(0, 20, (3, 5, 12), generator=gen)),
     }  # fmt: skip
+
+
+def test_vit_patches_match_unfold():
+    """prepare() cuts images into row-major patches, as F.unfold does (an independent cut)."""
+    x = torch.rand(4, 28, 28)
+    reference = torch.nn.functional.unfold(x[:, None], kernel_size=7, stride=7).transpose(1, 2)
+    assert torch.equal(ViT(image=28, patch=7, dim=16, depth=1, heads=2).prepare(x), reference)
 
 
 @pytest.mark.parametrize("name", ["vit", "mlp", "lm"])

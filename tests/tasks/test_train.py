@@ -79,3 +79,16 @@ def test_schedule_warms_up_then_decays_to_zero():
 def test_mismatched_arguments_are_refused():
     with pytest.raises(ValueError, match="2 programs but 1 seeds"):
         evaluate(MLP_TASK, [NAN, NAN], [0])
+
+
+def test_compiled_forward_agrees_with_eager():
+    """torch.compile'd training gives eager's results up to float rounding; failures too."""
+    task = dataclasses.replace(LM_TASK, steps=20)
+    progs, seeds = [*programs()[:2], NAN], [0, 1, 2]
+    eager = evaluate(task, progs, seeds)
+    fast = evaluate(task, progs, seeds, compiled=True)
+    for a, b in zip(eager, fast, strict=True):
+        assert a.failed == b.failed and a.reason == b.reason
+        if not a.failed:
+            assert a.final_loss == pytest.approx(b.final_loss, rel=1e-4)
+            assert a.fitness == pytest.approx(b.fitness, rel=1e-4)

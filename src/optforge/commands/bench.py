@@ -63,6 +63,8 @@ def add_bench_commands(commands) -> None:
     ev = benches.add_parser("eval", help="fitness evaluations per second, single and batched")
     ev.add_argument("--tiers", default="A,B,meta", help="comma-separated tiers (A,B,C,meta,test)")
     ev.add_argument("--k", type=positive_int, default=32, help="candidates per batch")
+    ev.add_argument("--no-compile", dest="compiled", action="store_false",
+                    help="skip the torch.compile'd batched measurement")  # fmt: skip
     ev.set_defaults(handler=_bench_eval)
 
 
@@ -146,11 +148,17 @@ def _bench_eval(args: argparse.Namespace, console: Console) -> int:
         for task in TASKS.values():
             if task.tier in tiers:
                 status.update(f"measuring {task.name}")
-                m = measure(task, k=args.k)
+                m = measure(task, k=args.k, compiled=args.compiled)
                 rows.append([m.task, m.tier, f"{m.params:,}", f"{m.single_s:.2f}",
                              f"{m.single_evals_per_s:.2f}", f"{m.batched_evals_per_s:.2f}",
+                             _maybe(m.compiled_evals_per_s, ".2f"), _maybe(m.compile_s, ".0f"),
                              f"{m.speedup:.1f}x"])  # fmt: skip
     columns = ["task", "tier", "params", "s/eval single", "evals/s single",
-               f"evals/s batched (K={args.k})", "batched/single"]  # fmt: skip
+               f"evals/s batched (K={args.k})", "evals/s batched compiled", "compile s",
+               "best batched/single"]  # fmt: skip
     print_table(console, "fitness evaluation throughput", columns, rows, markdown=False)
     return 0
+
+
+def _maybe(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)

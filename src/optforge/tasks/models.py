@@ -63,6 +63,10 @@ class BatchedModel:
         parts = theta.split(self.sizes, dim=1)
         return {s.name: p.reshape(k, *s.shape) for s, p in zip(self.specs, parts, strict=True)}
 
+    def prepare(self, x: Tensor) -> Tensor:
+        """Data in the layout ``forward`` reads, computed once per dataset, not per step."""
+        return x
+
     def forward(self, p: dict[str, Tensor], x: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -114,7 +118,7 @@ def _block(p: dict[str, Tensor], prefix: str, x: Tensor, heads: int, causal: boo
     h = _layer_norm(x, p[f"{prefix}.ln1.g"], p[f"{prefix}.ln1.b"])
     qkv = _linear(h, p[f"{prefix}.qkv.w"], p[f"{prefix}.qkv.b"])
     qkv = qkv.reshape(k, b, n, 3, heads, d // heads).permute(3, 0, 1, 4, 2, 5)
-    q, key, v = qkv[0], qkv[1], qkv[2]  # [K, B, heads, N, dh]
+    q, key, v = qkv.unbind(0)  # [K, B, heads, N, dh]; unbind's backward needs no zeros
     scores = q @ key.transpose(-1, -2) / math.sqrt(d // heads)
     if causal:
         mask = torch.ones(n, n, dtype=torch.bool, device=x.device).triu(1)
@@ -144,11 +148,15 @@ class ViT(BatchedModel):
             *_trunk_specs(depth, dim, mlp_ratio * dim, classes),
         ]
 
+    def prepare(self, x: Tensor) -> Tensor:
+        """Images [N, H, W] -> patches [N, tokens, patch * patch], row-major patch order."""
+        n, s = x.shape[0], self.image // self.patch
+        patches = x.reshape(n, s, self.patch, s, self.patch).permute(0, 1, 3, 2, 4)
+        return patches.reshape(n, s * s, -1).contiguous()
+
     def forward(self, p: dict[str, Tensor], x: Tensor) -> Tensor:
-        """x [K, B, H, W] -> logits [K, B, classes]."""
-        k, b, s = x.shape[0], x.shape[1], self.image // self.patch
-        patches = x.reshape(k, b, s, self.patch, s, self.patch).permute(0, 1, 2, 4, 3, 5)
-        tok = _linear(patches.reshape(k, b, s * s, -1), p["patch.w"], p["patch.b"])
+        """Prepared images x [K, B, tokens, patch * patch] -> logits [K, B, classes]."""
+        tok = _linear(x, p["patch.w"], p["patch.b"])
         tok = tok + p["pos"][:, None]
         for i in range(self.depth):
             tok = _block(p, f"block{i}", tok, self.heads, causal=False)

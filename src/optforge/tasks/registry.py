@@ -70,11 +70,13 @@ class Task:
         d = self.data()
         gens = [torch.Generator().manual_seed(s + SEED_STRIDE) for s in seeds]
         if not self.language:
-            n = len(d.x_train)
+            x_train = self._train_inputs()
+            n = len(x_train)
 
             def images(t: int):
                 idx = torch.stack([torch.randint(0, n, (self.batch,), generator=g) for g in gens])
-                return d.x_train[idx], d.y_train[idx]
+                x = x_train.index_select(0, idx.flatten())
+                return x.reshape(*idx.shape, *x.shape[1:]), d.y_train[idx]
 
             return images
         context = dict(self.config)["context"]
@@ -112,11 +114,16 @@ class Task:
         return (-mean if self.language else mean).tolist()
 
     @functools.cache  # noqa: B019 - tasks are immutable singletons
+    def _train_inputs(self) -> Tensor:
+        return self.model().prepare(self.data().x_train)
+
+    @functools.cache  # noqa: B019 - tasks are immutable singletons
     def _validation(self) -> tuple[Tensor, Tensor]:
         d = self.data()
         gen = torch.Generator().manual_seed(12345)
         if not self.language:
-            return d.x_val[: self.eval_size], d.y_val[: self.eval_size]
+            n = self.eval_size
+            return self.model().prepare(d.x_val[:n]), d.y_val[:n]
         context = dict(self.config)["context"]
         starts = torch.randint(0, len(d.val) - context - 1, (self.eval_size,), generator=gen)
         windows = d.val[starts[:, None] + torch.arange(context + 1)]
