@@ -65,6 +65,9 @@ def load_program(spec: str, console: Console):
 
     path = Path(spec)
     try:
+        journal_program = _from_journal(spec)
+        if journal_program is not None:
+            return journal_program
         if path.is_file():
             text = path.read_text()
             return Program.from_json(text) if path.suffix == ".json" else parse(text)
@@ -73,6 +76,9 @@ def load_program(spec: str, console: Console):
     except ProgramError as e:
         console.print(f"[red]error:[/red] {spec}: {e}", highlight=False)
         return None
+    except LookupError as e:
+        console.print(f"[red]error:[/red] {e}", highlight=False)
+        return None
     except (OSError, UnicodeDecodeError) as e:
         console.print(f"[red]error:[/red] cannot read {spec}: {e}", highlight=False)
         return None
@@ -80,3 +86,35 @@ def load_program(spec: str, console: Console):
     console.print(f"[red]error:[/red] no file {spec!r}, and no library program of that name "
                   f"(library: {names})", highlight=False)  # fmt: skip
     return None
+
+
+def _from_journal(spec: str):
+    """``JOURNAL`` (its first simplified finalist, else its best program) or ``JOURNAL:ID``."""
+    from pathlib import Path
+
+    from optforge.program import parse
+    from optforge.search.journal import Journal, JournalError, is_journal
+
+    path, _, ident = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    if not (ident.isdigit() and is_journal(path)):
+        path, ident = spec, ""
+    if not is_journal(path):
+        return None
+    journal = Journal(Path(path))
+    try:
+        if ident:
+            try:
+                return parse(journal.candidate(int(ident))["source"])
+            except JournalError as e:
+                raise LookupError(str(e)) from None
+        from optforge.search import report
+
+        finalists = report.finalists(journal)
+        if finalists:
+            return parse(finalists[0]["simplified_source"])
+        board = report.leaderboard(journal, 1)
+        if not board:
+            raise LookupError(f"{path} has no evaluated candidate yet")
+        return parse(board[0][2])
+    finally:
+        journal.close()

@@ -10,9 +10,12 @@ from optforge.commands.common import load_program, print_table
 
 
 def add_program_commands(commands) -> None:
-    spec_help = "a program file (text or .json) or a library name (lion, adamw, ...)"
+    spec_help = (
+        "a program file (text or .json), a library name (lion, adamw, ...), or a search "
+        "journal: JOURNAL (its first finalist) or JOURNAL:ID (a candidate)"
+    )
     show = commands.add_parser(
-        "show", help="a program's source with its analysis: redundant lines, hashes, types"
+        "show", help="a program with its analysis, or a search journal's report and plot"
     )
     show.add_argument("program", metavar="PROGRAM", help=spec_help)
     show.set_defaults(handler=_show)
@@ -63,7 +66,12 @@ def _show(args: argparse.Namespace, console: Console) -> int:
 
     from optforge.program.analysis import analyze
     from optforge.program.fingerprint import fingerprint
+    from optforge.search.journal import is_journal
 
+    if is_journal(args.program):
+        from optforge.commands.search import show_journal
+
+        return show_journal(args.program, console)
     program = load_program(args.program, console)
     if program is None:
         return 2

@@ -196,6 +196,12 @@ TASKS: dict[str, Task] = {
         Task("shakespeare-lm-test", "test", "shakespeare", "lm",
              _vit(context=16, dim=16, depth=1, heads=2), steps=30, batch=8, eval_size=64,
              description="tests: a minimal LM"),
+        Task("digits-mlp-test-b", "test", "digits", "mlp",
+             _vit(inputs=64, hidden=64), steps=120, batch=32, eval_size=300,
+             description="tests: the funnel stage after digits-mlp-test"),
+        Task("mnist5k-mlp-test", "test", "mnist_5k", "mlp",
+             _vit(inputs=784, hidden=16), steps=60, batch=32, eval_size=300,
+             description="tests: meta-validation for digits-mlp-test (other data)"),
     ]
 }  # fmt: skip
 
@@ -217,7 +223,15 @@ BASELINES: dict[str, dict[str, tuple[float, float]]] = {
                          "lion": (0.01, 1.0)},
     "digits-mlp-test": {"sgd": (1.0, 0.0), "momentum": (0.3, 0.0), "adamw": (0.01, 0.0),
                         "lion": (0.03, 1.0)},
+    "digits-mlp-test-b": {"adamw": (0.01, 0.0), "lion": (0.01, 1.0)},
+    "mnist5k-mlp-test": {"adamw": (0.003, 0.0), "lion": (0.01, 0.0)},
 }  # fmt: skip
+# The funnel after each search task: (stages of growing cost, meta-validation tasks).
+FUNNELS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "fmnist-vit-a": (("fmnist-vit-b", "fmnist-vit-c"), ("mnist5k-vit-meta",)),
+    "shakespeare-lm-a": (("shakespeare-lm-b", "shakespeare-lm-c"), ("kjv-lm-meta",)),
+    "digits-mlp-test": (("digits-mlp-test-b",), ("mnist5k-mlp-test",)),
+}
 TASKS = {
     name: dataclasses.replace(task, baselines=tuple(BASELINES.get(name, {}).items()))
     for name, task in TASKS.items()

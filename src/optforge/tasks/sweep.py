@@ -32,11 +32,18 @@ class Summary:
 
     @classmethod
     def of(cls, results: Sequence[Result]) -> Summary:
-        values = tuple(r.fitness for r in results)
-        if any(v is None for v in values):
+        return cls.of_values([r.fitness for r in results])
+
+    @classmethod
+    def of_values(cls, values: Sequence[float | None]) -> Summary:
+        values = tuple(values)
+        if not values or any(v is None for v in values):
             return cls(None, float("nan"), values)
         return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0,
                    values)  # fmt: skip
+
+    def __str__(self) -> str:
+        return self.text(4)
 
     def text(self, digits: int = 3) -> str:
         if self.mean is None:

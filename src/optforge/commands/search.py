@@ -1,0 +1,382 @@
+"""`optforge search` (discover optimizers) and `optforge show JOURNAL` (what a search found)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.syntax import Syntax
+
+from optforge.commands.common import positive_int, print_table
+
+
+def add_search_commands(commands) -> None:
+    search = commands.add_parser(
+        "search", help="discover optimizers: regularized evolution from AdamW, then the funnel"
+    )
+    search.add_argument("--task", default="fmnist-vit-a", help="the task candidates train on")
+    search.add_argument(
+        "--budget",
+        type=positive_int,
+        default=1000,
+        help="candidates to generate, cache hits included (default 1000)",
+    )
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument(
+        "--journal",
+        metavar="FILE",
+        help="the SQLite journal (default runs/TASK-ALGORITHM-seedS.db)",
+    )
+    search.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="JOURNAL",
+        help="continue the search in JOURNAL (or --journal) where it stopped",
+    )
+    search.add_argument(
+        "--executor",
+        choices=("inprocess", "local", "ray"),
+        help="where evaluations run (default: inprocess for 1 worker, else local)",
+    )
+    search.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="evaluation jobs in parallel (processes or Ray actors)",
+    )
+    search.add_argument("--address", help="a Ray cluster address (default: start a local Ray)")
+    search.add_argument(
+        "--algorithm",
+        choices=("evolution", "random", "constants"),
+        default="evolution",
+        help="evolution, or the paper's baselines: random search, AdamW's constants only",
+    )
+    search.add_argument("--population", type=positive_int, default=100)
+    search.add_argument("--tournament", type=positive_int, default=5)
+    search.add_argument(
+        "--batch",
+        type=positive_int,
+        default=32,
+        help="children per generation; their trainings run as one batch",
+    )
+    search.add_argument(
+        "--runs", type=positive_int, default=1, help="independent populations from the warm start"
+    )
+    search.add_argument(
+        "--restart-after",
+        type=positive_int,
+        help="restart from the best program after N candidates without progress",
+    )
+    search.add_argument(
+        "--rescore-after",
+        type=positive_int,
+        help="re-train a cached program with a new seed every N cache hits",
+    )
+    search.add_argument(
+        "--warm-start",
+        metavar="PROGRAM",
+        help="initial program: a file or library name (default: the paper's AdamW)",
+    )
+    search.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=20,
+        help="no insertions beyond this many statements",
+    )
+    search.add_argument(
+        "--time-limit",
+        type=float,
+        default=120.0,
+        help="seconds per evaluation batch before its candidates fail",
+    )
+    search.add_argument(
+        "--compile",
+        dest="compiled",
+        action="store_true",
+        help="torch.compile the batched forward (faster after ~20 s of compiling)",
+    )
+    search.add_argument(
+        "--stages",
+        help="funnel stages after the search, comma-separated "
+        "(default: the task's tier B; add tier C explicitly)",
+    )
+    search.add_argument(
+        "--meta", help="meta-validation tasks, comma-separated (default: the task's)"
+    )
+    search.add_argument("--finalists", type=positive_int, default=3)
+    search.add_argument(
+        "--no-funnel", dest="funnel", action="store_false", help="stop after the search"
+    )
+    search.add_argument("--plot", metavar="PNG", help="fitness plot (default: next to the journal)")
+    search.set_defaults(handler=_search)
+
+
+def _search(args: argparse.Namespace, console: Console) -> int:
+    from optforge.program import ProgramError
+    from optforge.search.evolution import Search, open_journal
+    from optforge.search.executors import make_executor
+    from optforge.search.funnel import run_funnel
+    from optforge.search.journal import JournalError
+    from optforge.search.report import plot
+
+    path = _journal_path(args)
+    try:
+        config = None if args.resume else _config(args, console)
+        journal, config = open_journal(path, config, resume=bool(args.resume))
+        if args.resume and args.budget != 1000 and args.budget != config.budget:
+            config = _with_budget(journal, config, args.budget)
+    except (ValueError, KeyError, JournalError, ProgramError) as e:
+        message = e.args[0] if isinstance(e, KeyError) else str(e)
+        console.print(f"[red]error:[/red] {message}", highlight=False)
+        return 2
+    name = args.executor or ("inprocess" if config.workers == 1 else "local")
+    executor = make_executor(name, config.workers, args.address)
+    console.print(
+        f"searching {config.task} with {config.algorithm} (seed {config.seed}, budget "
+        f"{config.budget}, {config.workers} x {name}); journal {path}",
+        highlight=False,
+    )
+    try:
+        progress = _run_live(Search, journal, config, executor, console)
+        console.print(
+            f"{progress.generated} candidates in {progress.elapsed:.0f} s "
+            f"({progress.per_second:.1f}/s), {progress.trained} trained, cache hit "
+            f"rate {100 * progress.hit_rate:.0f}%",
+            highlight=False,
+        )
+        png = plot(journal, args.plot or Path(path).with_suffix(".png"))
+        console.print(f"plot: {png}", highlight=False)
+        if args.funnel and (config.funnel.stages or config.funnel.meta):
+            finalists = run_funnel(
+                journal, executor, config, log=lambda m: console.print(m, highlight=False)
+            )
+            _print_finalists(console, journal, config, finalists)
+    finally:
+        executor.close()
+        journal.close()
+    return 0
+
+
+def _journal_path(args) -> str:
+    if isinstance(args.resume, str):
+        return args.resume
+    if args.journal:
+        return args.journal
+    Path("runs").mkdir(exist_ok=True)
+    return f"runs/{args.task}-{args.algorithm}-seed{args.seed}.db"
+
+
+def _config(args, console):
+    from optforge.commands.common import load_program
+    from optforge.search.config import FunnelConfig, SearchConfig, default_funnel
+    from optforge.search.mutation import MutationConfig
+
+    funnel = default_funnel(args.task)
+    stages = funnel.stages if args.stages is None else _names(args.stages)
+    meta = funnel.meta if args.meta is None else _names(args.meta)
+    warm = {}
+    if args.warm_start:
+        program = load_program(args.warm_start, console)
+        if program is None:
+            raise ValueError(f"cannot use --warm-start {args.warm_start!r}")
+        warm = {"warm_start": program.source()}
+    return SearchConfig(
+        task=args.task, budget=args.budget, seed=args.seed, algorithm=args.algorithm,
+        population=args.population, tournament=args.tournament, batch=args.batch,
+        workers=args.workers, runs=args.runs, restart_after=args.restart_after,
+        rescore_after=args.rescore_after, time_limit=args.time_limit, compiled=args.compiled,
+        mutation=MutationConfig(max_length=args.max_length,
+                                constants_only=args.algorithm == "constants"),
+        funnel=FunnelConfig(stages=stages, meta=meta, finalists=args.finalists), **warm,
+    )  # fmt: skip
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def _with_budget(journal, config, budget: int):
+    """Resuming with a larger budget extends the search; the trajectory so far is unchanged."""
+    import dataclasses
+
+    config = dataclasses.replace(config, budget=budget)
+    with journal.transaction():
+        journal.set_meta("config", config.to_json())
+    return config
+
+
+def _run_live(search_cls, journal, config, executor, console):
+    bar = Progress(
+        TextColumn("candidates"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    task = bar.add_task("search", total=config.budget, rate="")
+    best = Panel("waiting for the warm start", title="best program")
+
+    def show(p) -> None:
+        nonlocal best
+        base = ", ".join(f"{k} {v:.4f}" for k, v in p.baselines.items() if v is not None)
+        fitness = "-" if p.best_fitness is None else f"{p.best_fitness:.4f}"
+        bar.update(
+            task,
+            completed=p.generated,
+            rate=f"{p.per_second:.1f}/s, hit {100 * p.hit_rate:.0f}%, trained "
+            f"{p.trained}, failed {p.failed}",
+        )
+        if p.best_source:
+            best = Panel(
+                Syntax(p.best_source, "python", theme="ansi_dark"),
+                title=f"best {fitness} (tuned {base})",
+                title_align="left",
+            )
+        live.update(Group(bar, best))
+
+    with Live(Group(bar, best), console=console, refresh_per_second=4, transient=False) as live:
+        search = search_cls(journal, config, executor, on_progress=show)
+        progress = search.run()
+        show(progress)
+    return progress
+
+
+def _print_finalists(console, journal, config, finalists) -> None:
+    from optforge.search.funnel import baseline_scores
+
+    base = baseline_scores(journal, config)
+    for i, f in enumerate(finalists, 1):
+        flag = " (below the tuned AdamW threshold)" if f.below else ""
+        console.print(
+            Panel(
+                Syntax(f.simplified_source, "python", theme="ansi_dark"),
+                title=f"finalist {i}: candidate {f.candidate}, simplified as {f.simplified}{flag}",
+                title_align="left",
+            )
+        )
+    rows = []
+    for task in config.funnel.meta:
+        for i, f in enumerate(finalists, 1):
+            rows.append([task, f"finalist {i}", str(f.meta[task]), str(f.simplified_meta[task])])
+        for name, score in base.get(task, {}).items():
+            rows.append([task, f"tuned {name}", str(score), ""])
+    columns = ["meta-validation task", "program", "fitness (mean ± std)", "simplified"]
+    print_table(
+        console,
+        f"meta-validation over seeds {list(config.funnel.meta_seeds)}",
+        columns,
+        rows,
+        markdown=False,
+    )
+
+
+def show_journal(path: str, console: Console, top: int = 10, plot_path: str | None = None) -> int:
+    from optforge.search import report
+    from optforge.search.journal import Journal
+
+    journal = Journal(path)
+    try:
+        config = report.config_of(journal)
+        stats = report.statistics_of(journal)
+        console.print(
+            f"[bold]{path}[/bold]: {config.algorithm} on {config.task}, seed "
+            f"{config.seed}, budget {config.budget}",
+            highlight=False,
+        )
+        console.print(
+            f"{stats.generated} generated ({stats.generated_per_second:.2f}/s), {stats.trained} "
+            f"trained ({stats.trained_per_second:.2f}/s), cache hit rate "
+            f"{100 * stats.hit_rate:.1f}%, redundant statements "
+            f"{100 * stats.redundant_fraction:.1f}%, restarts {stats.restarts}",
+            highlight=False,
+        )
+        if stats.failures:
+            console.print(
+                "failures: " + ", ".join(f"{k} x{v}" for k, v in stats.failures.items()),
+                highlight=False,
+            )
+        base = report.baselines(journal, config.task)
+        console.print(
+            "tuned baselines on the search task: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in base.items() if v is not None),
+            highlight=False,
+        )
+        board = report.leaderboard(journal, top)
+        rows = [
+            [str(i), str(c), f"{f:.4f}", _one_line(src)] for i, (c, f, src) in enumerate(board, 1)
+        ]
+        print_table(
+            console,
+            "leaderboard (distinct behaviours)",
+            ["#", "candidate", "fitness", "program (live statements)"],
+            rows,
+            markdown=False,
+            numeric=False,
+        )
+        if board:
+            best = board[0][0]
+            console.print(f"[bold]lineage of candidate {best}[/bold]")
+            for ident, mutation, fitness in report.lineage(journal, best):
+                shown = "-" if fitness is None else f"{fitness:.4f}"
+                console.print(
+                    f"  {ident:>6}  {shown:>8}  {mutation or 'warm start'}", highlight=False
+                )
+            console.print(Syntax(board[0][2], "python", theme="ansi_dark"))
+        png = report.plot(journal, plot_path or Path(path).with_suffix(".png"))
+        console.print(f"plot: {png}", highlight=False)
+        finalists = report.finalists(journal)
+        for i, f in enumerate(finalists, 1):
+            console.print(
+                Panel(
+                    Syntax(f["simplified_source"], "python", theme="ansi_dark"),
+                    title=f"finalist {i} (candidate {f['candidate']}, simplified "
+                    f"{f['simplified']})",
+                    title_align="left",
+                )
+            )
+        if finalists:
+            _meta_table(console, config, finalists, report.baseline_scores(journal, config))
+    finally:
+        journal.close()
+    return 0
+
+
+def _meta_table(console, config, finalists, base) -> None:
+    def fmt(s) -> str:
+        return "failed" if s["mean"] is None else f"{s['mean']:.4f} ± {s['std']:.4f}"
+
+    rows = []
+    for task in config.funnel.meta:
+        for i, f in enumerate(finalists, 1):
+            rows.append(
+                [task, f"finalist {i}", fmt(f["meta"][task]), fmt(f["simplified_meta"][task])]
+            )
+        for name, score in base.get(task, {}).items():
+            rows.append([task, f"tuned {name}", str(score), ""])
+    print_table(
+        console,
+        f"meta-validation over seeds {list(config.funnel.meta_seeds)}",
+        ["task", "program", "fitness (mean ± std)", "simplified"],
+        rows,
+        markdown=False,
+    )
+
+
+def _one_line(source: str) -> str:
+    from optforge.program import parse
+    from optforge.program.analysis import analyze
+
+    program = parse(source)
+    redundant = analyze(program).redundant
+    body = [s.source() for i, s in enumerate(program.statements) if i not in redundant]
+    return "; ".join(body)
+
+
+__all__ = ["add_search_commands", "show_journal"]

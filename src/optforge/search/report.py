@@ -1,0 +1,144 @@
+"""What a journal says: leaderboard, lineage of the best, statistics, a fitness plot, finalists.
+
+Everything here reads the journal only, so ``optforge show`` works on a finished search, on
+one still running (WAL lets readers in) and on one that was killed.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from optforge.search.config import SearchConfig
+from optforge.search.evolution import BASELINES, SEARCHED, baseline_name
+from optforge.search.funnel import baseline_scores, behaviour_fitness
+from optforge.search.journal import Journal
+
+
+@dataclass(frozen=True)
+class Statistics:
+    generated: int
+    trained: int  # training runs on the search task (misses and re-scorings)
+    hit_rate: float  # cache hits / candidates generated
+    redundant_fraction: float  # redundant statements / statements, over generated candidates
+    failures: dict[str, int]  # reason (without the step number) -> count
+    seconds: float  # the search's running time (time spent stopped is not counted)
+    restarts: int
+
+    @property
+    def generated_per_second(self) -> float:
+        return self.generated / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def trained_per_second(self) -> float:
+        return self.trained / self.seconds if self.seconds > 0 else 0.0
+
+
+def config_of(journal: Journal) -> SearchConfig:
+    return SearchConfig.from_json(journal.get_meta("config"))
+
+
+def statistics_of(journal: Journal) -> Statistics:
+    rows = journal.candidates("kind = 'child'")
+    hits = sum(1 for r in rows if r["cache_of"] is not None)
+    trained = sum(1 for r in journal.candidates(SEARCHED) if r["job"] is not None
+                  and r["status"] in ("evaluated", "failed"))  # fmt: skip
+    statements = sum(r["statements"] for r in rows)
+    redundant = sum(r["redundant"] for r in rows)
+    failures = Counter(_reason(r["reason"]) for r in rows if r["status"] == "failed")
+    return Statistics(
+        generated=len(rows),
+        trained=trained,
+        hit_rate=hits / len(rows) if rows else 0.0,
+        redundant_fraction=redundant / statements if statements else 0.0,
+        failures=dict(failures.most_common()),
+        seconds=(journal.state() or {}).get("elapsed", 0.0),
+        restarts=len(journal.events("restart")),
+    )
+
+
+def _reason(reason: str | None) -> str:
+    """Failure reasons without their step numbers, so they can be counted."""
+    if not reason:
+        return "unknown"
+    return reason.split(" at step ")[0]
+
+
+def leaderboard(journal: Journal, top: int = 10) -> list[tuple[int, float, str]]:
+    """(candidate, search fitness, source) of the best distinct behaviours."""
+    ranked = sorted(((f, c) for c, f in behaviour_fitness(journal).items() if f is not None),
+                    key=lambda x: (-x[0], x[1]))  # fmt: skip
+    return [(c, f, journal.candidate(c)["source"]) for f, c in ranked[:top]]
+
+
+def lineage(journal: Journal, candidate: int) -> list[tuple[int, str | None, float | None]]:
+    """(candidate, mutation that made it, fitness) from the warm start down to ``candidate``."""
+    chain = []
+    current: int | None = candidate
+    while current is not None:
+        row = journal.candidate(current)
+        chain.append((row["id"], row["mutation"], row["fitness"]))
+        current = row["parent"]
+    return chain[::-1]
+
+
+def baselines(journal: Journal, task: str) -> dict[str, float | None]:
+    out = {}
+    for name in BASELINES:
+        rows = journal.candidates("kind = 'baseline' AND name = ?", (baseline_name(name, task),))
+        out[name] = rows[0]["fitness"] if rows else None
+    return out
+
+
+def finalists(journal: Journal) -> list[dict]:
+    text = journal.get_meta("finalists")
+    return [] if text is None else json.loads(text)
+
+
+def plot(journal: Journal, path: str | Path) -> Path:
+    """Fitness of every trained candidate in order, the best so far, and the baselines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    config = config_of(journal)
+    rows = journal.candidates("kind = 'child'")
+    xs = [i + 1 for i, r in enumerate(rows) if r["fitness"] is not None]
+    ys = [r["fitness"] for r in rows if r["fitness"] is not None]
+    best, running = [], float("-inf")
+    for y in ys:
+        running = max(running, y)
+        best.append(running)
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=110)
+    ax.scatter(xs, ys, s=6, alpha=0.35, color="tab:blue", label="candidate", linewidths=0)
+    ax.plot(xs, best, color="tab:blue", linewidth=2, label="best so far", drawstyle="steps-post")
+    warm = journal.candidates("kind = 'warm_start'")
+    if warm and warm[0]["fitness"] is not None:
+        ax.axhline(warm[0]["fitness"], color="grey", linestyle=":", label="warm start")
+    colors = {"adamw": "tab:red", "lion": "tab:green"}
+    for name, value in baselines(journal, config.task).items():
+        if value is not None:
+            ax.axhline(value, color=colors[name], linestyle="--", label=f"tuned {name}")
+    if ys:
+        spread = statistics.pstdev(ys) or 0.05
+        low = max(min(ys), statistics.median(ys) - 3 * spread)
+        ax.set_ylim(low, max(ys + [v for v in baselines(journal, config.task).values() if v])
+                    + 0.25 * spread)  # fmt: skip
+    ax.set_xlabel("candidate (generated, in order)")
+    ax.set_ylabel(f"fitness on {config.task}")
+    ax.set_title(f"{config.algorithm} on {config.task}, seed {config.seed}")
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["Statistics", "baseline_scores", "baselines", "config_of", "finalists", "leaderboard",
+           "lineage", "plot", "statistics_of"]  # fmt: skip

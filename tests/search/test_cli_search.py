@@ -1,0 +1,62 @@
+"""`optforge search` and `optforge show JOURNAL` as a user runs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from optforge.cli import main
+
+TINY = ["--task", "digits-mlp-test", "--budget", "32", "--batch", "16", "--population", "16",
+        "--tournament", "4"]  # fmt: skip
+
+
+def optforge(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "optforge.cli", *args], capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+
+
+def test_search_funnel_show_export_and_resume(tmp_path):
+    journal = tmp_path / "run.db"
+    out = optforge("search", *TINY, "--journal", str(journal), "--finalists", "1")
+    assert out.returncode == 0, out.stderr
+    assert "32 candidates" in out.stdout and "cache hit rate" in out.stdout
+    assert "finalist 1" in out.stdout and "tuned adamw" in out.stdout
+    assert "mnist5k-mlp-test" in out.stdout  # meta-validation on data the search never saw
+    assert journal.with_suffix(".png").stat().st_size > 10_000
+
+    shown = optforge("show", str(journal))
+    assert shown.returncode == 0, shown.stderr
+    for text in ("leaderboard", "lineage of candidate", "cache hit rate", "redundant statements",
+                 "meta-validation", "plot:"):  # fmt: skip
+        assert text in shown.stdout
+
+    module = tmp_path / "found.py"
+    assert optforge("export", str(journal), "-o", str(module)).returncode == 0
+    assert "class ExportedOptimizer" in module.read_text()
+    assert optforge("show", f"{journal}:1").returncode == 0  # one candidate: the warm start
+
+    again = optforge("search", "--resume", str(journal), "--no-funnel")
+    assert again.returncode == 0 and "32 candidates" in again.stdout  # nothing left to do
+    more = optforge("search", "--resume", str(journal), "--budget", "48", "--no-funnel")
+    assert more.returncode == 0 and "48 candidates" in more.stdout  # a larger budget extends
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--task", "nope"], "unknown task"), (["--tournament", "500"], "tournament"),
+     (["--warm-start", "no-such-optimizer"], "no file"), (["--stages", "nope"], "unknown task")],
+)  # fmt: skip
+def test_bad_search_arguments_name_the_value(tmp_path, capsys, args, message):
+    code = main(["search", "--journal", str(tmp_path / "x.db"), *args])
+    assert code == 2 and message in capsys.readouterr().out
+
+
+def test_an_existing_journal_is_not_overwritten(tmp_path, capsys):
+    journal = tmp_path / "run.db"
+    assert main(["search", *TINY, "--budget", "16", "--journal", str(journal), "--no-funnel"]) == 0
+    capsys.readouterr()
+    assert main(["search", *TINY, "--journal", str(journal)]) == 2
+    assert "--resume" in capsys.readouterr().out

@@ -1,0 +1,119 @@
+"""Funnel selection, meta-validation and ablation, with every fitness fixed by a table so the
+decisions can be checked exactly (the training itself is tested elsewhere)."""
+
+from __future__ import annotations
+
+import pytest
+
+from optforge.program import library, parse
+from optforge.program.analysis import analyze
+from optforge.program.fingerprint import fingerprint
+from optforge.search.config import FunnelConfig, SearchConfig
+from optforge.search.evolution import baseline_name
+from optforge.search.executors import Evaluation
+from optforge.search.funnel import run_funnel
+from optforge.search.journal import Journal
+from optforge.tasks import registry
+
+SEARCH, STAGE, META = "digits-mlp-test", "digits-mlp-test-b", "mnist5k-mlp-test"
+# Lion with a live but useless extra statement, a momentum method, plain SGD
+LION_PLUS = (
+    library.lion(0.9, 0.99)
+    .source()
+    .replace("    update = u * lr", "    u = u * 1.5\n    update = u * lr")
+)
+MOMENTUM = library.momentum(0.9).source()
+SGD = library.sgd().source()
+
+
+class TableExecutor:
+    """Fitness by rule: programs using sign() are best, interp() next, the rest poor; tuned
+    AdamW gets ``adamw[task]``. Records every job it runs."""
+
+    workers = 1
+
+    def __init__(self, adamw: dict[str, float]):
+        self.adamw, self.jobs = adamw, []
+
+    def fitness(self, task: str, source: str) -> float:
+        if source == registry.get(task).baseline("adamw").source():
+            return self.adamw[task]
+        if "sign(" in source:
+            return {SEARCH: 0.95, STAGE: 0.97, META: 0.9}[task]
+        if "interp(" in source:
+            return {SEARCH: 0.93, STAGE: 0.85, META: 0.8}[task]
+        return 0.5
+
+    def run(self, jobs):
+        for job in jobs:
+            self.jobs.append(job)
+            yield job, [Evaluation(self.fitness(job.task, s), None) for s in job.sources]
+
+    def close(self):
+        pass
+
+
+def journal_with(tmp_path, fitness: dict[str, float], adamw: float) -> tuple[Journal, SearchConfig]:
+    config = SearchConfig(
+        task=SEARCH, funnel=FunnelConfig(stages=(STAGE,), meta=(META,), promote=8)
+    )
+    journal = Journal(tmp_path / "j.db")
+    with journal.transaction():
+        journal.set_meta("config", config.to_json())
+        add = lambda source, **kw: journal.add_candidate(  # noqa: E731
+            source=source, structural_hash=analyze(parse(source)).structural_hash,
+            fingerprint=fingerprint(parse(source)), statements=len(parse(source)), redundant=0,
+            **kw)  # fmt: skip
+        add(registry.get(SEARCH).baseline("adamw").source(), kind="baseline", generation=0,
+            name=baseline_name("adamw", SEARCH), status="evaluated", fitness=adamw, job=1)  # fmt: skip
+        for i, (source, f) in enumerate(fitness.items()):
+            add(source, kind="child", generation=1, status="evaluated", fitness=f, job=2 + i,
+                eval_seed=0)  # fmt: skip
+    return journal, config
+
+
+def test_promotion_stages_meta_validation_and_ablation(tmp_path):
+    journal, config = journal_with(tmp_path, {LION_PLUS: 0.95, MOMENTUM: 0.93, SGD: 0.5}, 0.92)
+    executor = TableExecutor({SEARCH: 0.92, STAGE: 0.9, META: 0.85})
+    (finalist,) = run_funnel(journal, executor, config, log=lambda m: None)
+
+    stage_jobs = [j for j in executor.jobs if j.task == STAGE]
+    promoted = {s for j in stage_jobs for s in j.sources} - {
+        registry.get(STAGE).baseline("adamw").source()
+    }
+    assert promoted == {LION_PLUS, MOMENTUM}  # SGD (0.5) is below tuned AdamW (0.92)
+    assert finalist.source == LION_PLUS and not finalist.below  # momentum fails the stage
+    assert finalist.stages[STAGE].mean == pytest.approx(0.97)
+    # ablation removed statements without losing fitness: still sign-based, shorter
+    simplified = parse(finalist.simplified_source)
+    assert "sign(" in finalist.simplified_source and len(simplified) < len(parse(LION_PLUS))
+    assert "1.5" in LION_PLUS and "1.5" not in finalist.simplified_source
+    assert journal.events("ablation")  # removals simplify() alone would not make
+    assert finalist.meta[META].mean == pytest.approx(0.9)
+    assert finalist.simplified_meta[META].mean == pytest.approx(0.9)
+    assert len(finalist.meta[META].values) == 3  # >= 3 meta-validation seeds
+    names = {r["name"] for r in journal.candidates("kind = 'baseline'")}
+    assert {baseline_name("adamw", META), baseline_name("lion", META)} <= names
+
+    # resuming the funnel trains nothing again and decides the same
+    again = TableExecutor(executor.adamw)
+    (repeat,) = run_funnel(journal, again, config, log=lambda m: None)
+    assert again.jobs == [] and repeat.simplified_source == finalist.simplified_source
+
+
+def test_when_nothing_beats_adamw_the_best_goes_on_flagged(tmp_path):
+    journal, config = journal_with(tmp_path, {MOMENTUM: 0.93, SGD: 0.5}, 0.99)
+    executor = TableExecutor({SEARCH: 0.99, STAGE: 0.9, META: 0.85})
+    (finalist,) = run_funnel(journal, executor, config, log=lambda m: None)
+    assert finalist.source == MOMENTUM and finalist.below
+
+
+def test_margin_raises_the_bar(tmp_path):
+    journal, config = journal_with(tmp_path, {LION_PLUS: 0.95, MOMENTUM: 0.93}, 0.92)
+    import dataclasses
+
+    config = dataclasses.replace(config, funnel=dataclasses.replace(config.funnel, margin=0.02))
+    executor = TableExecutor({SEARCH: 0.92, STAGE: 0.9, META: 0.85})
+    run_funnel(journal, executor, config, log=lambda m: None)
+    staged = {s for j in executor.jobs if j.task == STAGE for s in j.sources}
+    assert LION_PLUS in staged and MOMENTUM not in staged  # 0.93 < 0.92 + 0.02
