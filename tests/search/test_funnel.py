@@ -64,8 +64,9 @@ def journal_with(tmp_path, fitness: dict[str, float], adamw: float) -> tuple[Jou
             source=source, structural_hash=analyze(parse(source)).structural_hash,
             fingerprint=fingerprint(parse(source)), statements=len(parse(source)), redundant=0,
             **kw)  # fmt: skip
-        add(registry.get(SEARCH).baseline("adamw").source(), kind="baseline", generation=0,
-            name=baseline_name("adamw", SEARCH), status="evaluated", fitness=adamw, job=1)  # fmt: skip
+        adamw_source = registry.get(SEARCH).baseline("adamw").source()
+        add(adamw_source, kind="baseline", generation=0, name=baseline_name("adamw", SEARCH),
+            status="evaluated", fitness=adamw, job=1)  # fmt: skip
         for i, (source, f) in enumerate(fitness.items()):
             add(source, kind="child", generation=1, status="evaluated", fitness=f, job=2 + i,
                 eval_seed=0)  # fmt: skip
