@@ -15,8 +15,10 @@ from optforge.search.journal import JournalError
 
 TASK = "digits-mlp-test"
 # SGD with a step size 10^4 too small: a deliberately bad warm start
-BAD = ("def train(w, g, v1, v2, lr):\n    lr = lr * 0.0001\n    update = g * lr\n"
-       "    return update, v1, v2")
+BAD = (
+    "def train(w, g, v1, v2, lr):\n    lr = lr * 0.0001\n    update = g * lr\n"
+    "    return update, v1, v2"
+)
 
 
 def small(**kw) -> SearchConfig:
