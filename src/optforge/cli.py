@@ -12,7 +12,7 @@ from rich.console import Console
 
 from optforge.commands.bench import add_bench_commands
 from optforge.commands.program import add_program_commands
-from optforge.commands.search import add_search_commands
+from optforge.commands.search import add_compare_command, add_search_commands
 from optforge.commands.tasks import add_task_commands
 
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_bench_commands(commands)
     add_search_commands(commands)
+    add_compare_command(commands)
     add_program_commands(commands)
     add_task_commands(commands)
     return parser

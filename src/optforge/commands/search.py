@@ -96,12 +96,6 @@ def add_search_commands(commands) -> None:
         help="seconds per evaluation batch before its candidates fail",
     )
     search.add_argument(
-        "--compile",
-        dest="compiled",
-        action="store_true",
-        help="torch.compile the batched forward (faster after ~20 s of compiling)",
-    )
-    search.add_argument(
         "--stages",
         help="funnel stages after the search, comma-separated "
         "(default: the task's tier B; add tier C explicitly)",
@@ -115,6 +109,81 @@ def add_search_commands(commands) -> None:
     )
     search.add_argument("--plot", metavar="PNG", help="fitness plot (default: next to the journal)")
     search.set_defaults(handler=_search)
+
+
+def add_compare_command(commands) -> None:
+    compare = commands.add_parser(
+        "compare", help="searches side by side: seeds, algorithms, meta-validation vs baselines"
+    )
+    compare.add_argument("journals", nargs="+", metavar="JOURNAL")
+    compare.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    compare.set_defaults(handler=_compare)
+
+
+def _compare(args: argparse.Namespace, console: Console) -> int:
+    from optforge.search.journal import is_journal
+    from optforge.search.report import summarize
+
+    missing = [j for j in args.journals if not is_journal(j)]
+    if missing:
+        console.print(f"[red]error:[/red] not search journals: {', '.join(missing)}",
+                      highlight=False)  # fmt: skip
+        return 2
+    runs = [summarize(j) for j in args.journals]
+    tasks = sorted({t for r in runs for t in r.meta} | {t for r in runs for t in r.baselines})
+    rows = []
+    for r in runs:
+        best = "-" if r.best_search is None else f"{r.best_search:.4f}"
+        cells = [Path(r.path).name, r.algorithm, str(r.seed), str(r.generated),
+                 f"{r.seconds / 60:.0f}", f"{100 * r.hit_rate:.0f}%", best]  # fmt: skip
+        for task in tasks:
+            cells.append(_pm(r.meta.get(task)))
+            lion = r.baselines.get(task, {}).get("lion")
+            cells.append(_versus(r.meta.get(task), lion))
+        cells.append(", ".join(r.traits) or "-")
+        rows.append(cells)
+    columns = ["journal", "algorithm", "seed", "candidates", "minutes", "hits", "best search"]
+    for task in tasks:
+        columns += [f"{task} (finalist)", "vs tuned lion"]
+    columns.append("finalist uses")
+    print_table(console, "searches", columns, rows, args.markdown, numeric=False)
+    base_rows = []
+    for task in tasks:
+        for name in ("adamw", "lion"):
+            values = [r.baselines.get(task, {}).get(name) for r in runs]
+            values = [v for v in values if v and v[0] is not None]
+            if values:
+                base_rows.append([task, f"tuned {name}", _pm(values[0])])
+    if base_rows:
+        print_table(
+            console,
+            "baselines (meta-validation seeds of the funnel)",
+            ["task", "optimizer", "fitness"],
+            base_rows,
+            args.markdown,
+            numeric=False,
+        )
+    if args.markdown:
+        for r in runs:
+            if r.program:
+                print(f"\n{Path(r.path).name}:\n\n```python\n{r.program}\n```")
+    return 0
+
+
+def _pm(value) -> str:
+    if not value or value[0] is None:
+        return "-"
+    return f"{value[0]:.4f} ± {value[1]:.4f}"
+
+
+def _versus(found, lion) -> str:
+    """'>= lion' when the finalist is at least tuned Lion within the larger seed std."""
+    if not found or not lion or found[0] is None or lion[0] is None:
+        return "-"
+    noise = max(found[1], lion[1])
+    if found[0] >= lion[0] - noise:
+        return ">= lion" if found[0] >= lion[0] else ">= lion (within noise)"
+    return f"below by {lion[0] - found[0]:.4f}"
 
 
 def _search(args: argparse.Namespace, console: Console) -> int:
@@ -144,6 +213,7 @@ def _search(args: argparse.Namespace, console: Console) -> int:
     )
     try:
         progress = _run_live(Search, journal, config, executor, console)
+        console.print()
         console.print(
             f"{progress.generated} candidates in {progress.elapsed:.0f} s "
             f"({progress.per_second:.1f}/s), {progress.trained} trained, cache hit "
@@ -190,7 +260,7 @@ def _config(args, console):
         task=args.task, budget=args.budget, seed=args.seed, algorithm=args.algorithm,
         population=args.population, tournament=args.tournament, batch=args.batch,
         workers=args.workers, runs=args.runs, restart_after=args.restart_after,
-        rescore_after=args.rescore_after, time_limit=args.time_limit, compiled=args.compiled,
+        rescore_after=args.rescore_after, time_limit=args.time_limit,
         mutation=MutationConfig(max_length=args.max_length,
                                 constants_only=args.algorithm == "constants"),
         funnel=FunnelConfig(stages=stages, meta=meta, finalists=args.finalists), **warm,
@@ -379,4 +449,4 @@ def _one_line(source: str) -> str:
     return "; ".join(body)
 
 
-__all__ = ["add_search_commands", "show_journal"]
+__all__ = ["add_compare_command", "add_search_commands", "show_journal"]

@@ -390,7 +390,7 @@ class Search:
             trained=trained,
             failed=counts.get("failed", 0),
             hit_rate=self.cache.hit_rate,
-            elapsed=time.monotonic() - self.started,
+            elapsed=state.get("elapsed", 0.0) + time.monotonic() - self._mark,
             best_fitness=state.get("best_fitness"),
             best_source=None if best is None else self.journal.candidate(best)["source"],
             baselines=baselines,

@@ -142,3 +142,62 @@ def plot(journal: Journal, path: str | Path) -> Path:
 
 __all__ = ["Statistics", "baseline_scores", "baselines", "config_of", "finalists", "leaderboard",
            "lineage", "plot", "statistics_of"]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One search journal in a line: for comparing seeds and algorithms."""
+
+    path: str
+    algorithm: str
+    seed: int
+    generated: int
+    seconds: float
+    hit_rate: float
+    best_search: float | None  # best behaviour's search-task fitness
+    meta: dict[str, tuple[float | None, float]]  # task -> (mean, std) of finalist 1 simplified
+    baselines: dict[str, dict[str, tuple[float | None, float]]]  # task -> name -> (mean, std)
+    program: str | None  # finalist 1, simplified
+    traits: tuple[str, ...]
+
+
+def summarize(path: str | Path) -> RunSummary:
+    journal = Journal(path)
+    try:
+        config = config_of(journal)
+        stats = statistics_of(journal)
+        board = leaderboard(journal, 1)
+        found = finalists(journal)
+        first = found[0] if found else None
+        meta = {} if first is None else {
+            t: (s["mean"], s["std"]) for t, s in first["simplified_meta"].items()
+        }  # fmt: skip
+        base = {t: {n: (s.mean, s.std) for n, s in by.items()}
+                for t, by in baseline_scores(journal, config).items()}  # fmt: skip
+        program = first["simplified_source"] if first else (board[0][2] if board else None)
+        return RunSummary(str(path), config.algorithm, config.seed, stats.generated,
+                          stats.seconds, stats.hit_rate, board[0][1] if board else None, meta,
+                          base, program, traits(program) if program else ())  # fmt: skip
+    finally:
+        journal.close()
+
+
+def traits(source: str) -> tuple[str, ...]:
+    """What a program's live statements use, in the paper's terms."""
+    from optforge.program import parse
+    from optforge.program.analysis import analyze
+
+    program = parse(source)
+    redundant = analyze(program).redundant
+    live = [s for i, s in enumerate(program.statements) if i not in redundant]
+    ops = {s.op for s in live}
+    out = []
+    if "sign" in ops:
+        out.append("sign")
+    if any(s.op == "interp" and ({"v1", "v2"} & set(s.args)) for s in live):
+        out.append("interpolated momentum")
+    if any("w" in s.args for s in live):
+        out.append("weight decay")
+    if {"sqrt", "rsqrt"} & ops:
+        out.append("second moment")
+    return tuple(out)
