@@ -12,7 +12,8 @@ from rich.console import Console
 
 from optforge.commands.bench import add_bench_commands
 from optforge.commands.program import add_program_commands
-from optforge.commands.search import add_compare_command, add_search_commands
+from optforge.commands.report import add_compare_command
+from optforge.commands.search import add_search_commands
 from optforge.commands.tasks import add_task_commands
 
 

@@ -38,6 +38,11 @@ def test_search_funnel_show_export_and_resume(tmp_path):
     assert "class ExportedOptimizer" in module.read_text()
     assert optforge("show", f"{journal}:1").returncode == 0  # one candidate: the warm start
 
+    compared = optforge("compare", str(journal), "--markdown")
+    assert compared.returncode == 0, compared.stderr
+    assert "| run.db | evolution | 0 | 32 |" in compared.stdout and "tuned lion" in compared.stdout
+    assert optforge("compare", str(module)).returncode == 2  # not a journal
+
     again = optforge("search", "--resume", str(journal), "--no-funnel")
     assert again.returncode == 0 and "32 candidates" in again.stdout  # nothing left to do
     more = optforge("search", "--resume", str(journal), "--budget", "48", "--no-funnel")
@@ -60,3 +65,16 @@ def test_an_existing_journal_is_not_overwritten(tmp_path, capsys):
     capsys.readouterr()
     assert main(["search", *TINY, "--journal", str(journal)]) == 2
     assert "--resume" in capsys.readouterr().out
+
+
+def test_traits_name_what_a_program_uses():
+    from optforge.program import library
+    from optforge.search.report import traits
+
+    assert traits(library.lion(0.9, 0.99, 0.1).source()) == ("sign", "momentum", "reads w")
+    assert traits(library.adamw(0.9, 0.999).source()) == ("momentum", "second moment")
+    assert traits(library.sgd().source()) == ()
+    # reading a state that is never written back is not momentum; no lr means no schedule
+    frozen = ("def train(w, g, v1, v2, lr):\n    a = interp(g, v2, 0.9)\n"
+              "    update = a * 0.01\n    return update, v1, v2")  # fmt: skip
+    assert traits(frozen) == ("ignores lr",)

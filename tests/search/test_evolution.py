@@ -9,9 +9,10 @@ import pytest
 
 from optforge.program import parse
 from optforge.search.config import FunnelConfig, SearchConfig
-from optforge.search.evolution import Search, open_journal, replace_oldest, tournament
+from optforge.search.evolution import Search, open_journal
 from optforge.search.executors import InProcessExecutor
 from optforge.search.journal import JournalError
+from optforge.search.population import replace_oldest, tournament
 
 TASK = "digits-mlp-test"
 # SGD with a step size 10^4 too small: a deliberately bad warm start

@@ -9,10 +9,9 @@ from optforge.program import library, parse
 from optforge.program.analysis import analyze
 from optforge.program.fingerprint import fingerprint
 from optforge.search.config import FunnelConfig, SearchConfig
-from optforge.search.evolution import baseline_name
 from optforge.search.executors import Evaluation
 from optforge.search.funnel import run_funnel
-from optforge.search.journal import Journal
+from optforge.search.journal import Journal, baseline_name
 from optforge.tasks import registry
 
 SEARCH, STAGE, META = "digits-mlp-test", "digits-mlp-test-b", "mnist5k-mlp-test"

@@ -41,7 +41,7 @@ def test_tune_prints_grid_and_held_out_table(capsys):
 
 
 def test_bench_eval_measures_single_and_batched(capsys):
-    assert main(["bench", "eval", "--tiers", "test", "--k", "4"]) == 0
+    assert main(["bench", "eval", "--tiers", "test", "--k", "4", "--no-compile"]) == 0
     out = capsys.readouterr().out
     assert "digits-mlp-test" in out and "shakespeare-lm-test" in out and "x" in out
 

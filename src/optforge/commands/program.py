@@ -69,7 +69,7 @@ def _show(args: argparse.Namespace, console: Console) -> int:
     from optforge.search.journal import is_journal
 
     if is_journal(args.program):
-        from optforge.commands.search import show_journal
+        from optforge.commands.report import show_journal
 
         return show_journal(args.program, console)
     program = load_program(args.program, console)

@@ -25,19 +25,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from optforge.program import parse
-from optforge.program.analysis import analyze
-from optforge.program.fingerprint import behaviour
 from optforge.program.generate import random_program
 from optforge.program.program import Program
 from optforge.search.cache import FitnessCache
 from optforge.search.config import SearchConfig
 from optforge.search.executors import Job, chunk, threads_per_worker
-from optforge.search.journal import Journal, JournalError, Outcome
+from optforge.search.journal import (
+    SEARCHED,
+    Journal,
+    JournalError,
+    Outcome,
+    add_program,
+    baseline_name,
+)
 from optforge.search.mutation import mutate
+from optforge.search.population import (
+    replace_oldest,
+    rng_from_state,
+    rng_state,
+    tournament,
+)
 from optforge.tasks import registry
 
 BASELINES = ("adamw", "lion")
-SEARCHED = "kind IN ('warm_start', 'child')"
 
 
 @dataclass(frozen=True)
@@ -135,7 +145,7 @@ class Search:
                     "generation": 0,
                     "inserted": -1,
                     "generated": 0,
-                    "rng": _rng_state(random.Random(config.seed)),
+                    "rng": rng_state(random.Random(config.seed)),
                     "populations": [],
                     "cursors": [],
                     "best": None,
@@ -148,7 +158,7 @@ class Search:
 
     def _propose(self) -> None:
         state, config = self.journal.state(), self.config
-        rng = _rng(state["rng"])
+        rng = rng_from_state(state["rng"])
         count = min(config.batch, config.budget - state["generated"])
         children = []
         for i in range(count):
@@ -178,7 +188,7 @@ class Search:
                     **state,
                     "generation": generation,
                     "generated": state["generated"] + count,
-                    "rng": _rng_state(rng),
+                    "rng": rng_state(rng),
                 }
             )
 
@@ -313,17 +323,7 @@ class Search:
         )
 
     def _add(self, program: Program, **fields: Any) -> int:
-        analysis = analyze(program)
-        fingerprint, finite = behaviour(program)
-        ident = self.journal.add_candidate(
-            source=program.source(),
-            structural_hash=analysis.structural_hash,
-            fingerprint=fingerprint,
-            statements=len(program),
-            redundant=len(analysis.redundant),
-            status="new",
-            **fields,
-        )
+        ident, fingerprint, finite = add_program(self.journal, program, status="new", **fields)
         self.members[ident] = (program, fingerprint)
         self._finite[ident] = finite
         return ident
@@ -395,37 +395,3 @@ class Search:
             best_source=None if best is None else self.journal.candidate(best)["source"],
             baselines=baselines,
         )
-
-
-def tournament(population: list[int], fitness, rng: random.Random, size: int) -> int:
-    """The fittest of ``size`` distinct slots drawn at random; failed members rank last, and
-    ties go to the first drawn."""
-    slots = rng.sample(range(len(population)), size)
-    return max((population[s] for s in slots), key=lambda c: _rank(fitness(c)))
-
-
-def replace_oldest(population: list[int], cursor: int, child: int) -> int:
-    """The child takes the oldest member's slot; returns where the next child goes."""
-    population[cursor] = child
-    return (cursor + 1) % len(population)
-
-
-def baseline_name(name: str, task: str) -> str:
-    """Baselines are journal candidates named ``optimizer:task`` (tuned per task)."""
-    return f"{name}:{task}"
-
-
-def _rank(fitness: float | None) -> float:
-    return float("-inf") if fitness is None else fitness
-
-
-def _rng(state: list) -> random.Random:
-    rng = random.Random()
-    version, internal, gauss = state
-    rng.setstate((version, tuple(internal), gauss))
-    return rng
-
-
-def _rng_state(rng: random.Random) -> list:
-    version, internal, gauss = rng.getstate()
-    return [version, list(internal), gauss]

@@ -30,9 +30,10 @@ from optforge.program.analysis import analyze
 from optforge.program.fingerprint import behaviour
 from optforge.program.program import Program, Statement
 from optforge.search.config import SearchConfig
-from optforge.search.evolution import BASELINES, SEARCHED, baseline_name
+from optforge.search.evolution import BASELINES
 from optforge.search.executors import Job, chunk, threads_per_worker
-from optforge.search.journal import Journal, Outcome
+from optforge.search.journal import SEARCHED, Journal, Outcome, add_program, baseline_name
+from optforge.search.population import rank
 from optforge.tasks import registry
 from optforge.tasks.sweep import Summary as Score
 
@@ -105,9 +106,9 @@ def run_funnel(journal: Journal, executor, config: SearchConfig, log=print) -> l
         for c in survivors:
             stage_scores[c][task] = scores[c]
         passing = [c for c in survivors if _at_least(scores[c].mean, threshold.mean, funnel.margin)]
-        ranked = sorted(survivors, key=lambda c: _rank(scores[c].mean), reverse=True)
+        ranked = sorted(survivors, key=lambda c: rank(scores[c].mean), reverse=True)
         below = below or not passing
-        survivors = sorted(passing, key=lambda c: _rank(scores[c].mean), reverse=True) or ranked[:1]
+        survivors = sorted(passing, key=lambda c: rank(scores[c].mean), reverse=True) or ranked[:1]
         journal.event("stage", {"task": task, "passed": passing, "went_on": survivors})
         log(f"funnel: {len(passing)} of {len(scores)} beat tuned AdamW ({threshold}) on {task}")
     finalists = []
@@ -222,7 +223,7 @@ def _simplify(journal: Journal, scorer: Scorer, config: SearchConfig, candidate:
                     _find_or_add(journal, v, kind="ablation", parent=candidate) for v in variants
                 ]
             scores = scorer.score(ids, config.task, seeds)
-            best = max(range(len(ids)), key=lambda i: (_rank(scores[ids[i]].mean), -i))
+            best = max(range(len(ids)), key=lambda i: (rank(scores[ids[i]].mean), -i))
             if not _at_least(scores[ids[best]].mean, floor, 0.0):
                 break
             program = simplify(variants[best])
@@ -265,24 +266,10 @@ def _find_or_add(journal: Journal, program: Program, kind: str, parent: int) -> 
 
 
 def _add(journal: Journal, program: Program, **fields) -> int:
-    analysis = analyze(program)
-    return journal.add_candidate(
-        source=program.source(),
-        structural_hash=analysis.structural_hash,
-        fingerprint=behaviour(program)[0],
-        statements=len(program),
-        redundant=len(analysis.redundant),
-        status="funnel",
-        generation=-1,
-        **fields,
-    )
+    return add_program(journal, program, status="funnel", generation=-1, **fields)[0]
 
 
 def _at_least(value: float | None, threshold: float | None, margin: float) -> bool:
     if value is None:
         return False
     return threshold is None or value >= threshold + margin
-
-
-def _rank(value: float | None) -> float:
-    return float("-inf") if value is None else value

@@ -26,6 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from optforge.program.analysis import analyze
+from optforge.program.fingerprint import behaviour
+from optforge.program.program import Program
+
 VERSION = 1
 
 SCHEMA = """
@@ -71,6 +75,8 @@ CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, time REAL NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL
 );
 """
+
+SEARCHED = "kind IN ('warm_start', 'child')"  # the candidates the search itself made
 
 COLUMNS = (
     "kind",
@@ -249,3 +255,20 @@ def _is_sqlite(path: Path) -> bool:
 def is_journal(path: str | Path) -> bool:
     path = Path(path)
     return path.is_file() and _is_sqlite(path) and path.stat().st_size > 0
+
+
+def add_program(journal: Journal, program: Program, **fields: Any) -> tuple[int, str, bool]:
+    """Journal a program with its hashes: ``(candidate, fingerprint, finite)``."""
+    analysis = analyze(program)
+    fingerprint, finite = behaviour(program)
+    ident = journal.add_candidate(
+        source=program.source(), structural_hash=analysis.structural_hash,
+        fingerprint=fingerprint, statements=len(program), redundant=len(analysis.redundant),
+        **fields,
+    )  # fmt: skip
+    return ident, fingerprint, finite
+
+
+def baseline_name(name: str, task: str) -> str:
+    """Baselines are journal candidates named ``optimizer:task`` (tuned per task)."""
+    return f"{name}:{task}"

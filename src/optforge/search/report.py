@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optforge.search.config import SearchConfig
-from optforge.search.evolution import BASELINES, SEARCHED, baseline_name
+from optforge.search.evolution import BASELINES
 from optforge.search.funnel import baseline_scores, behaviour_fitness
-from optforge.search.journal import Journal
+from optforge.search.journal import SEARCHED, Journal, baseline_name
 
 
 @dataclass(frozen=True)
@@ -109,16 +109,17 @@ def plot(journal: Journal, path: str | Path) -> Path:
     rows = journal.candidates("kind = 'child'")
     xs = [i + 1 for i, r in enumerate(rows) if r["fitness"] is not None]
     ys = [r["fitness"] for r in rows if r["fitness"] is not None]
-    best, running = [], float("-inf")
+    warm = journal.candidates("kind = 'warm_start'")
+    start = warm[0]["fitness"] if warm and warm[0]["fitness"] is not None else None
+    best, running = [], float("-inf") if start is None else start
     for y in ys:
         running = max(running, y)
         best.append(running)
     fig, ax = plt.subplots(figsize=(9, 5), dpi=110)
     ax.scatter(xs, ys, s=6, alpha=0.35, color="tab:blue", label="candidate", linewidths=0)
     ax.plot(xs, best, color="tab:blue", linewidth=2, label="best so far", drawstyle="steps-post")
-    warm = journal.candidates("kind = 'warm_start'")
-    if warm and warm[0]["fitness"] is not None:
-        ax.axhline(warm[0]["fitness"], color="grey", linestyle=":", label="warm start")
+    if start is not None:
+        ax.axhline(start, color="grey", linestyle=":", label="warm start")
     colors = {"adamw": "tab:red", "lion": "tab:green"}
     for name, value in baselines(journal, config.task).items():
         if value is not None:
@@ -183,7 +184,10 @@ def summarize(path: str | Path) -> RunSummary:
 
 
 def traits(source: str) -> tuple[str, ...]:
-    """What a program's live statements use, in the paper's terms."""
+    """What a program's live statements do, in the paper's terms: ``sign``; ``momentum`` (a
+    state slot returns an ``interp`` of new values and its old value); ``second moment``
+    (``sqrt``/``rsqrt``); ``reads w`` (decay, or a bound as in ``clip(u, w)``); ``ignores lr``
+    (no schedule: the step size is a constant of the program)."""
     from optforge.program import parse
     from optforge.program.analysis import analyze
 
@@ -191,13 +195,20 @@ def traits(source: str) -> tuple[str, ...]:
     redundant = analyze(program).redundant
     live = [s for i, s in enumerate(program.statements) if i not in redundant]
     ops = {s.op for s in live}
+    reads = {a for s in live for a in s.args if isinstance(a, str)}
+    last = {s.target: s for s in live}  # the statement that sets each name's final value
     out = []
     if "sign" in ops:
         out.append("sign")
-    if any(s.op == "interp" and ({"v1", "v2"} & set(s.args)) for s in live):
-        out.append("interpolated momentum")
-    if any("w" in s.args for s in live):
-        out.append("weight decay")
+    for state in program.returns[1:]:
+        s = last.get(state)
+        if s is not None and s.op == "interp" and state in s.args:
+            out.append("momentum")
+            break
     if {"sqrt", "rsqrt"} & ops:
         out.append("second moment")
+    if "w" in reads:
+        out.append("reads w")
+    if "lr" not in reads:
+        out.append("ignores lr")
     return tuple(out)
