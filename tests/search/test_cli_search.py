@@ -71,10 +71,10 @@ def test_traits_name_what_a_program_uses():
     from optforge.program import library
     from optforge.search.report import traits
 
-    assert traits(library.lion(0.9, 0.99, 0.1).source()) == ("sign", "momentum", "reads w")
-    assert traits(library.adamw(0.9, 0.999).source()) == ("momentum", "second moment")
+    assert traits(library.lion(0.9, 0.99, 0.1).source()) == ("sign", "EMA state", "reads w")
+    assert traits(library.adamw(0.9, 0.999).source()) == ("EMA state", "second moment")
     assert traits(library.sgd().source()) == ()
-    # reading a state that is never written back is not momentum; no lr means no schedule
+    # reading a state that is never written back is no EMA; no lr means no schedule
     frozen = ("def train(w, g, v1, v2, lr):\n    a = interp(g, v2, 0.9)\n"
               "    update = a * 0.01\n    return update, v1, v2")  # fmt: skip
     assert traits(frozen) == ("ignores lr",)

@@ -36,14 +36,17 @@ def _compare(args: argparse.Namespace, console: Console) -> int:
     for r in runs:
         best = "-" if r.best_search is None else f"{r.best_search:.4f}"
         cells = [Path(r.path).name, r.algorithm, str(r.seed), str(r.generated),
-                 f"{r.seconds / 60:.0f}", f"{100 * r.hit_rate:.0f}%", best]  # fmt: skip
+                 f"{r.seconds / 60:.1f}", _rate(r.generated, r.seconds),
+                 _rate(r.trained, r.seconds), f"{100 * r.hit_rate:.0f}%",
+                 f"{100 * r.redundant_fraction:.0f}%", best]  # fmt: skip
         for task in tasks:
             cells.append(_pm(r.meta.get(task)))
             lion = r.baselines.get(task, {}).get("lion")
             cells.append(_versus(r.meta.get(task), lion))
         cells.append(", ".join(r.traits) or "-")
         rows.append(cells)
-    columns = ["journal", "algorithm", "seed", "candidates", "minutes", "hits", "best search"]
+    columns = ["journal", "algorithm", "seed", "candidates", "minutes", "generated/s",
+               "trained/s", "hits", "redundant", "best search"]  # fmt: skip
     for task in tasks:
         columns += [f"{task} (finalist)", "vs tuned lion"]
     columns.append("finalist uses")
@@ -69,6 +72,10 @@ def _compare(args: argparse.Namespace, console: Console) -> int:
             if r.program:
                 print(f"\n{Path(r.path).name}:\n\n```python\n{r.program}\n```")
     return 0
+
+
+def _rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:.1f}" if seconds > 0 else "-"
 
 
 def _pm(value) -> str:

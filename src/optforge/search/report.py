@@ -155,6 +155,8 @@ class RunSummary:
     generated: int
     seconds: float
     hit_rate: float
+    redundant_fraction: float
+    trained: int
     best_search: float | None  # best behaviour's search-task fitness
     meta: dict[str, tuple[float | None, float]]  # task -> (mean, std) of finalist 1 simplified
     baselines: dict[str, dict[str, tuple[float | None, float]]]  # task -> name -> (mean, std)
@@ -177,14 +179,15 @@ def summarize(path: str | Path) -> RunSummary:
                 for t, by in baseline_scores(journal, config).items()}  # fmt: skip
         program = first["simplified_source"] if first else (board[0][2] if board else None)
         return RunSummary(str(path), config.algorithm, config.seed, stats.generated,
-                          stats.seconds, stats.hit_rate, board[0][1] if board else None, meta,
+                          stats.seconds, stats.hit_rate, stats.redundant_fraction,
+                          stats.trained, board[0][1] if board else None, meta,
                           base, program, traits(program) if program else ())  # fmt: skip
     finally:
         journal.close()
 
 
 def traits(source: str) -> tuple[str, ...]:
-    """What a program's live statements do, in the paper's terms: ``sign``; ``momentum`` (a
+    """What a program's live statements do, in the paper's terms: ``sign``; ``EMA state`` (a
     state slot returns an ``interp`` of new values and its old value); ``second moment``
     (``sqrt``/``rsqrt``); ``reads w`` (decay, or a bound as in ``clip(u, w)``); ``ignores lr``
     (no schedule: the step size is a constant of the program)."""
@@ -203,7 +206,7 @@ def traits(source: str) -> tuple[str, ...]:
     for state in program.returns[1:]:
         s = last.get(state)
         if s is not None and s.op == "interp" and state in s.args:
-            out.append("momentum")
+            out.append("EMA state")
             break
     if {"sqrt", "rsqrt"} & ops:
         out.append("second moment")
