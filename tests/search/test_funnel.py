@@ -117,3 +117,28 @@ def test_margin_raises_the_bar(tmp_path):
     run_funnel(journal, executor, config, log=lambda m: None)
     staged = {s for j in executor.jobs if j.task == STAGE for s in j.sources}
     assert LION_PLUS in staged and MOMENTUM not in staged  # 0.93 < 0.92 + 0.02
+
+
+class RisingExecutor(TableExecutor):
+    """Dropping the useless ``* 1.5`` helps a lot (0.99); losing ``sign`` or ``lr`` then costs
+    0.03: still above the first reference's floor (0.95 - noise), not within the new one's."""
+
+    def fitness(self, task: str, source: str) -> float:
+        body = source.split("\n", 1)[1]  # without the `def train(..., lr)` line
+        if task == SEARCH and "sign(" in body and "lr" in body:
+            return 0.95 if "1.5" in body else 0.99
+        if task == SEARCH:
+            return 0.96
+        return super().fitness(task, source)
+
+
+def test_ablation_measures_losses_against_the_best_version_so_far(tmp_path):
+    journal, config = journal_with(tmp_path, {LION_PLUS: 0.95}, 0.92)
+    executor = RisingExecutor({SEARCH: 0.92, STAGE: 0.9, META: 0.85})
+    (finalist,) = run_funnel(journal, executor, config, log=lambda m: None)
+    assert "1.5" not in finalist.simplified_source
+    # 0.96 < 0.99 - noise: sign and the step size stay
+    assert (
+        "sign(" in finalist.simplified_source
+        and "lr" in finalist.simplified_source.split("\n", 1)[1]
+    )

@@ -9,9 +9,9 @@ After the search (PAPER.md, "funnel selection", "Simplification"):
 3. the best ``finalists`` are scored on the meta-validation tasks, which the search never
    trained on, over ``meta_seeds``;
 4. each finalist is simplified: ``optforge.program.simplify``, then ablation (drop the
-   statement whose removal hurts the search-task fitness least, while that loss stays within
-   the seed noise, and repeat), then ``simplify`` again; the result is re-validated on the
-   meta-validation tasks.
+   statement whose removal hurts the search-task fitness least, while it stays within one
+   seed std of the best version so far, and repeat), then ``simplify`` again; the result is
+   re-validated on the meta-validation tasks.
 
 When no candidate clears a threshold the best one goes on anyway, flagged ``below``, so the
 user always sees the best program and how far it is from the baselines. Every training run is
@@ -213,7 +213,8 @@ def _simplify(journal: Journal, scorer: Scorer, config: SearchConfig, candidate:
     program = simplify(parse(journal.candidate(candidate)["source"]))
     reference = scorer.score([candidate], config.task, seeds)[candidate]
     if reference.mean is not None:
-        floor = reference.mean - max(reference.std, 1e-3)
+        noise = max(reference.std, 1e-3)
+        floor = reference.mean - noise
         while len(program) > 1:
             variants = _deletions(program)
             if not variants:
@@ -227,6 +228,9 @@ def _simplify(journal: Journal, scorer: Scorer, config: SearchConfig, candidate:
             if not _at_least(scores[ids[best]].mean, floor, 0.0):
                 break
             program = simplify(variants[best])
+            # the bar only rises: a removal that helped sets a new reference, so a chain of
+            # small losses cannot walk far below the best version seen
+            floor = max(floor, scores[ids[best]].mean - noise)
             journal.event(
                 "ablation",
                 {"finalist": candidate, "dropped_to": ids[best], "fitness": scores[ids[best]].mean},
