@@ -40,16 +40,17 @@ def _compare(args: argparse.Namespace, console: Console) -> int:
                  _rate(r.trained, r.seconds), f"{100 * r.hit_rate:.0f}%",
                  f"{100 * r.redundant_fraction:.0f}%", best]  # fmt: skip
         for task in tasks:
-            cells.append(_pm(r.meta.get(task)))
-            lion = r.baselines.get(task, {}).get("lion")
-            cells.append(_versus(r.meta.get(task), lion))
+            base = r.baselines.get(task, {})
+            noise = max((v[1] for v in base.values() if v and v[0] is not None), default=0.0)
+            cells += [_pm(r.meta.get(task)), _pm(r.simplified_meta.get(task)),
+                      _versus(r.meta.get(task), base.get("lion"), noise)]  # fmt: skip
         cells.append(", ".join(r.traits) or "-")
         rows.append(cells)
     columns = ["journal", "algorithm", "seed", "candidates", "minutes", "generated/s",
                "trained/s", "hits", "redundant", "best search"]  # fmt: skip
     for task in tasks:
-        columns += [f"{task} (finalist)", "vs tuned lion"]
-    columns.append("finalist uses")
+        columns += [f"{task}: finalist", "simplified", "finalist vs tuned lion"]
+    columns.append("simplified uses")
     print_table(console, "searches", columns, rows, args.markdown, numeric=False)
     base_rows = []
     for task in tasks:
@@ -79,19 +80,22 @@ def _rate(count: int, seconds: float) -> str:
 
 
 def _pm(value) -> str:
-    if not value or value[0] is None:
+    if not value:
         return "-"
-    return f"{value[0]:.4f} ± {value[1]:.4f}"
+    return "failed" if value[0] is None else f"{value[0]:.4f} ± {value[1]:.4f}"
 
 
-def _versus(found, lion) -> str:
-    """'>= lion' when the finalist is at least tuned Lion within the larger seed std."""
-    if not found or not lion or found[0] is None or lion[0] is None:
+def _versus(found, lion, noise: float) -> str:
+    """At least tuned Lion, or within ``noise`` (the largest seed std of the tuned baselines on
+    that task) of it, or below by how much."""
+    if not found or not lion or lion[0] is None:
         return "-"
-    noise = max(found[1], lion[1])
-    if found[0] >= lion[0] - noise:
-        return ">= lion" if found[0] >= lion[0] else ">= lion (within noise)"
-    return f"below by {lion[0] - found[0]:.4f}"
+    if found[0] is None:
+        return "failed"
+    if found[0] >= lion[0]:
+        return ">= lion"
+    gap = lion[0] - found[0]
+    return f"within noise ({gap:.4f} < {noise:.4f})" if gap <= noise else f"below by {gap:.4f}"
 
 
 def show_journal(path: str, console: Console, top: int = 10, plot_path: str | None = None) -> int:

@@ -158,7 +158,8 @@ class RunSummary:
     redundant_fraction: float
     trained: int
     best_search: float | None  # best behaviour's search-task fitness
-    meta: dict[str, tuple[float | None, float]]  # task -> (mean, std) of finalist 1 simplified
+    meta: dict[str, tuple[float | None, float]]  # task -> (mean, std) of finalist 1
+    simplified_meta: dict[str, tuple[float | None, float]]  # ... of finalist 1 simplified
     baselines: dict[str, dict[str, tuple[float | None, float]]]  # task -> name -> (mean, std)
     program: str | None  # finalist 1, simplified
     traits: tuple[str, ...]
@@ -172,15 +173,16 @@ def summarize(path: str | Path) -> RunSummary:
         board = leaderboard(journal, 1)
         found = finalists(journal)
         first = found[0] if found else None
-        meta = {} if first is None else {
-            t: (s["mean"], s["std"]) for t, s in first["simplified_meta"].items()
-        }  # fmt: skip
+        meta, simplified_meta = (
+            ({} if first is None else {t: (x["mean"], x["std"]) for t, x in first[key].items()})
+            for key in ("meta", "simplified_meta")
+        )
         base = {t: {n: (s.mean, s.std) for n, s in by.items()}
                 for t, by in baseline_scores(journal, config).items()}  # fmt: skip
         program = first["simplified_source"] if first else (board[0][2] if board else None)
         return RunSummary(str(path), config.algorithm, config.seed, stats.generated,
                           stats.seconds, stats.hit_rate, stats.redundant_fraction,
-                          stats.trained, board[0][1] if board else None, meta,
+                          stats.trained, board[0][1] if board else None, meta, simplified_meta,
                           base, program, traits(program) if program else ())  # fmt: skip
     finally:
         journal.close()
