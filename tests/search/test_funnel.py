@@ -142,3 +142,25 @@ def test_ablation_measures_losses_against_the_best_version_so_far(tmp_path):
         "sign(" in finalist.simplified_source
         and "lr" in finalist.simplified_source.split("\n", 1)[1]
     )
+
+
+class FragileExecutor(TableExecutor):
+    """Programs that lost their momentum (no interp) fail on the meta-validation task."""
+
+    def run(self, jobs):
+        for job, evaluations in super().run(jobs):
+            if job.task == META:
+                evaluations = [
+                    e if "interp(" in s else Evaluation(None, "loss diverged at step 3")
+                    for s, e in zip(job.sources, evaluations, strict=True)
+                ]
+            yield job, evaluations
+
+
+def test_an_ablated_program_that_fails_revalidation_is_not_kept(tmp_path):
+    journal, config = journal_with(tmp_path, {LION_PLUS: 0.95}, 0.92)
+    executor = FragileExecutor({SEARCH: 0.92, STAGE: 0.9, META: 0.85})
+    (finalist,) = run_funnel(journal, executor, config, log=lambda m: None)
+    assert journal.events("ablation rejected")
+    assert "1.5" in finalist.simplified_source  # only simplify()-ed: same behaviour
+    assert finalist.simplified_meta[META].mean == pytest.approx(0.9)

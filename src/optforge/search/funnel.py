@@ -11,7 +11,9 @@ After the search (PAPER.md, "funnel selection", "Simplification"):
 4. each finalist is simplified: ``optforge.program.simplify``, then ablation (drop the
    statement whose removal hurts the search-task fitness least, while it stays within one
    seed std of the best version so far, and repeat), then ``simplify`` again; the result is
-   re-validated on the meta-validation tasks.
+   re-validated on the meta-validation tasks, and if it fails there or falls below the
+   finalist by more than the seed noise, the finalist is only ``simplify``-ed (which keeps
+   its behaviour).
 
 When no candidate clears a threshold the best one goes on anyway, flagged ``below``, so the
 user always sees the best program and how far it is from the baselines. Every training run is
@@ -113,20 +115,20 @@ def run_funnel(journal: Journal, executor, config: SearchConfig, log=print) -> l
         log(f"funnel: {len(passing)} of {len(scores)} beat tuned AdamW ({threshold}) on {task}")
     finalists = []
     for c in survivors[: funnel.finalists]:
-        simplified = _simplify(journal, scorer, config, c)
-        finalist = Finalist(
-            c,
-            journal.candidate(c)["source"],
-            simplified,
-            journal.candidate(simplified)["source"],
-            below,
-            stage_scores[c],
-        )
+        finalist = Finalist(c, journal.candidate(c)["source"], 0, "", below, stage_scores[c])
         for task in funnel.meta:
             finalist.meta[task] = scorer.score([c], task, funnel.meta_seeds)[c]
-            finalist.simplified_meta[task] = scorer.score([simplified], task, funnel.meta_seeds)[
-                simplified
-            ]
+        for ablate in (True, False):  # an ablated version that fails re-validation is dropped
+            simplified = _simplify(journal, scorer, config, c, ablate)
+            finalist.simplified = simplified
+            finalist.simplified_source = journal.candidate(simplified)["source"]
+            finalist.simplified_meta = {
+                task: scorer.score([simplified], task, funnel.meta_seeds)[simplified]
+                for task in funnel.meta
+            }
+            if _holds_up(finalist.meta, finalist.simplified_meta):
+                break
+            journal.event("ablation rejected", {"finalist": c, "simplified": simplified})
         finalists.append(finalist)
     for task in funnel.meta:
         for name in BASELINES:
@@ -207,12 +209,27 @@ def _baseline(journal, scorer: Scorer, task: str, name: str, seeds) -> Score:
     return scorer.score([ident], task, seeds)[ident]
 
 
-def _simplify(journal: Journal, scorer: Scorer, config: SearchConfig, candidate: int) -> int:
-    """Simplify, ablate within noise, simplify again; returns the simplified candidate."""
+def _holds_up(original: dict[str, Score], simplified: dict[str, Score]) -> bool:
+    """The simplified program validates as well as the original, within seed noise."""
+    for task, before in original.items():
+        after = simplified[task]
+        if before.mean is None:
+            continue
+        noise = max(before.std, 0.0 if after.mean is None else after.std, 1e-3)
+        if after.mean is None or after.mean < before.mean - noise:
+            return False
+    return True
+
+
+def _simplify(
+    journal: Journal, scorer: Scorer, config: SearchConfig, candidate: int, ablate: bool = True
+) -> int:
+    """Simplify, ablate within noise (unless ``ablate`` is False), simplify again; returns
+    the simplified candidate."""
     seeds = config.funnel.ablation_seeds
     program = simplify(parse(journal.candidate(candidate)["source"]))
     reference = scorer.score([candidate], config.task, seeds)[candidate]
-    if reference.mean is not None:
+    if ablate and reference.mean is not None:
         noise = max(reference.std, 1e-3)
         floor = reference.mean - noise
         while len(program) > 1:
