@@ -91,14 +91,23 @@ def test_rescoring_trains_a_cached_program_with_a_new_seed(tmp_path):
 
 
 def test_runs_and_restarts(tmp_path):
-    journal, _ = search(tmp_path / "s.db", small(runs=2, restart_after=16, budget=64))
+    journal, _ = search(tmp_path / "s.db", small(runs=2, restart_after=1, budget=64))
     state = journal.state()
     assert len(state["populations"]) == 2
     assert {r["run"] for r in journal.candidates("kind = 'child'")} == {0, 1}
     restarts = journal.events("restart")
-    assert state["restarts"] == len(restarts)
-    if restarts:  # after a restart every slot holds the best program, then new children
-        assert all(e["best"] for _, e in restarts)
+    assert restarts and state["restarts"] == len(restarts)
+    # each restart starts every population from the best program found so far
+    for _, event in restarts:
+        best = journal.candidate(event["best"])
+        earlier = journal.candidates("id <= ? AND kind IN ('warm_start', 'child') AND fitness "
+                                     "IS NOT NULL", (event["best"],))  # fmt: skip
+        assert best["fitness"] == max(r["fitness"] for r in earlier)
+    last = journal.candidates("kind = 'child'")[-1]["generation"]
+    children = {r["id"] for r in journal.candidates("generation = ?", (last,))}
+    survivors = {c for population in state["populations"] for c in population} - children
+    if restarts[-1][1]["generated"] == state["generated"]:  # the last generation restarted
+        assert survivors <= {restarts[-1][1]["best"]}
 
 
 def test_same_seed_same_search(tmp_path):
