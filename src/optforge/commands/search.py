@@ -22,8 +22,8 @@ def add_search_commands(commands) -> None:
     search.add_argument(
         "--budget",
         type=positive_int,
-        default=1000,
-        help="candidates to generate, cache hits included (default 1000)",
+        help="candidates to generate, cache hits included (default 1000; with --resume, "
+        "a new budget that extends the search)",
     )
     search.add_argument("--seed", type=int, default=0)
     search.add_argument(
@@ -123,7 +123,7 @@ def _search(args: argparse.Namespace, console: Console) -> int:
     try:
         config = None if args.resume else _config(args, console)
         journal, config = open_journal(path, config, resume=bool(args.resume))
-        if args.resume and args.budget != 1000 and args.budget != config.budget:
+        if args.resume and args.budget is not None and args.budget != config.budget:
             config = _with_budget(journal, config, args.budget)
     except (ValueError, KeyError, JournalError, ProgramError) as e:
         message = e.args[0] if isinstance(e, KeyError) else str(e)
@@ -182,7 +182,7 @@ def _config(args, console):
             raise ValueError(f"cannot use --warm-start {args.warm_start!r}")
         warm = {"warm_start": program.source()}
     return SearchConfig(
-        task=args.task, budget=args.budget, seed=args.seed, algorithm=args.algorithm,
+        task=args.task, budget=args.budget or 1000, seed=args.seed, algorithm=args.algorithm,
         population=args.population, tournament=args.tournament, batch=args.batch,
         workers=args.workers, runs=args.runs, restart_after=args.restart_after,
         rescore_after=args.rescore_after, time_limit=args.time_limit,

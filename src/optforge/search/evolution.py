@@ -101,7 +101,7 @@ class Search:
         self.cache = FitnessCache(config.rescore_after)
         self.members: dict[int, tuple[Program, str]] = {}
         self._finite: dict[int, bool] = {}
-        self.started = self._mark = time.monotonic()
+        self._mark = time.monotonic()
         self.threads = threads_per_worker(config.workers)
         self._rebuild_cache()
 

@@ -97,10 +97,7 @@ def failed(job: Job, reason: str) -> list[Evaluation]:
 class InProcessExecutor:
     """Runs jobs one after another in this process (the evaluator's time limit still holds)."""
 
-    name = "inprocess"
-
-    def __init__(self, workers: int = 1):
-        self.workers = 1
+    workers = 1
 
     def run(self, jobs: Sequence[Job]) -> Iterator[tuple[Job, list[Evaluation]]]:
         for job in jobs:
@@ -114,14 +111,11 @@ class _PoolExecutor:
     """Scheduling shared by the local and Ray executors: one job per idle worker, deadlines,
     replacement of dead or hung workers, one retry after a death."""
 
-    name = "pool"
-
     def __init__(self, workers: int):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.workers = workers
         self._idle: list = []
-        self._started = 0
 
     # backend: start a worker, hand it a job, collect finished ones, kill one
     def _start(self):
@@ -179,8 +173,6 @@ def _worker_main(connection) -> None:
 
 class LocalExecutor(_PoolExecutor):
     """Worker processes on this machine (spawned, so each has its own torch state)."""
-
-    name = "local"
 
     def __init__(self, workers: int = 2):
         super().__init__(workers)
@@ -241,8 +233,6 @@ class _RayWorker:
 
 class RayExecutor(_PoolExecutor):
     """Ray actors: on this machine (``address=None`` starts a local Ray) or on a cluster."""
-
-    name = "ray"
 
     def __init__(self, workers: int = 2, address: str | None = None):
         super().__init__(workers)

@@ -121,13 +121,14 @@ def plot(journal: Journal, path: str | Path) -> Path:
     if start is not None:
         ax.axhline(start, color="grey", linestyle=":", label="warm start")
     colors = {"adamw": "tab:red", "lion": "tab:green"}
-    for name, value in baselines(journal, config.task).items():
+    tuned = baselines(journal, config.task)
+    for name, value in tuned.items():
         if value is not None:
             ax.axhline(value, color=colors[name], linestyle="--", label=f"tuned {name}")
     if ys:
         spread = statistics.pstdev(ys) or 0.05
         low = max(min(ys), statistics.median(ys) - 3 * spread)
-        ax.set_ylim(low, max(ys + [v for v in baselines(journal, config.task).values() if v])
+        ax.set_ylim(low, max(ys + [v for v in tuned.values() if v])
                     + 0.25 * spread)  # fmt: skip
     ax.set_xlabel("candidate (generated, in order)")
     ax.set_ylabel(f"fitness on {config.task}")
