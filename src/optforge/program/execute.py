@@ -152,19 +152,36 @@ def run(
     None unless the program writes it from other values). ``segments`` gives the lengths of the
     parameter tensors concatenated in ``w`` (default: one tensor).
     """
-    kernel = compile_program(program)
     dtype = compute_dtype(w.dtype)
-    shape = w.shape
     seg = segments or Segments([w.numel()], w.device)
-    given = {"w": w, "g": g, "v1": v1, "v2": v2}
-    missing = sorted(n for n in analyze(program).reads if given.get(n, 0) is None)
-    if missing:
-        raise ProgramError(f"the program reads {missing} but none was given")
-    inputs = [None if v is None else _flat(v, dtype) for v in given.values()]
     lr = torch.as_tensor(lr, dtype=dtype, device=w.device)
-    consts = _constants(kernel.literals, dtype, w.device)
-    outputs = kernel(*inputs, lr, consts, seg, ScalarSegments)
-    return tuple(_full(value, seg, shape) for value in outputs)
+    return prepare(program, dtype, w.device)(w, g, v1, v2, lr, seg)
+
+
+class Prepared:
+    """A program ready to step: its kernel, what it reads and its literals as tensors, so that
+    a caller stepping many programs many times (the fitness evaluator) pays only the torch
+    calls. Call it with ``lr`` already a 0-dim tensor of the compute dtype."""
+
+    def __init__(self, program: Program, dtype: torch.dtype, device: torch.device):
+        self.kernel = compile_program(program)
+        self.reads = analyze(program).reads
+        self.dtype = dtype
+        self.consts = _constants(self.kernel.literals, dtype, device)
+
+    def __call__(self, w, g, v1, v2, lr: Tensor, seg: Segments):
+        given = {"w": w, "g": g, "v1": v1, "v2": v2}
+        missing = sorted(n for n in self.reads if given.get(n, 0) is None)
+        if missing:
+            raise ProgramError(f"the program reads {missing} but none was given")
+        inputs = [None if v is None else _flat(v, self.dtype) for v in given.values()]
+        outputs = self.kernel(*inputs, lr, self.consts, seg, ScalarSegments)
+        return tuple(_full(value, seg, w.shape) for value in outputs)
+
+
+@functools.lru_cache(maxsize=4096)
+def prepare(program: Program, dtype: torch.dtype, device: torch.device) -> Prepared:
+    return Prepared(program, dtype, device)
 
 
 def _flat(value: Tensor, dtype: torch.dtype) -> Tensor:

@@ -32,6 +32,7 @@ class BatchedModel:
     """A model for K copies: ``specs`` list its tensors, ``forward(views, x)`` runs them."""
 
     specs: list[ParamSpec]
+    tokens: int = 1  # positions per input item (patches, characters): sizes forward passes
 
     @property
     def sizes(self) -> list[int]:
@@ -120,9 +121,8 @@ def _block(p: dict[str, Tensor], prefix: str, x: Tensor, heads: int, causal: boo
     qkv = qkv.reshape(k, b, n, 3, heads, d // heads).permute(3, 0, 1, 4, 2, 5)
     q, key, v = qkv.unbind(0)  # [K, B, heads, N, dh]; unbind's backward needs no zeros
     scores = q @ key.transpose(-1, -2) / math.sqrt(d // heads)
-    if causal:
-        mask = torch.ones(n, n, dtype=torch.bool, device=x.device).triu(1)
-        scores = scores.masked_fill(mask, float("-inf"))
+    if causal:  # adding 0 or -inf gives masked_fill's values, and its backward is free
+        scores = scores + torch.full((n, n), float("-inf"), device=x.device).triu(1)
     att = (scores.softmax(-1) @ v).transpose(2, 3).reshape(k, b, n, d)
     x = x + _linear(att, p[f"{prefix}.out.w"], p[f"{prefix}.out.b"])
     h = _layer_norm(x, p[f"{prefix}.ln2.g"], p[f"{prefix}.ln2.b"])
@@ -187,13 +187,8 @@ class CharLM(BatchedModel):
                  mlp_ratio: int = 2):  # fmt: skip
         if dim % heads:
             raise ValueError(f"dim {dim} must divide by heads {heads}")
-        self.vocab, self.context, self.dim, self.depth, self.heads = (
-            vocab,
-            context,
-            dim,
-            depth,
-            heads,
-        )
+        self.vocab, self.dim, self.depth, self.heads = vocab, dim, depth, heads
+        self.context = self.tokens = context
         self.specs = [
             ParamSpec("embed", (vocab, dim), "normal:0.1"),
             ParamSpec("pos", (context, dim), "normal:0.02"),

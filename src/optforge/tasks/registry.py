@@ -28,6 +28,7 @@ from optforge.tasks.models import MLP, BatchedModel, CharLM, ViT
 from optforge.tasks.train import cross_entropy
 
 SEED_STRIDE = 1_000_003  # keeps the data-order stream of seed s apart from the init stream
+SCORE_TOKENS = 1024  # validation tokens per candidate in one forward pass
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,12 @@ class Task:
         k, views = theta.shape[0], model.views(theta)
         x, y = self._validation()
         totals = torch.zeros(k)
-        for start in range(0, len(x), 500):
-            xb, yb = x[start : start + 500], y[start : start + 500]
+        # chunks of a fixed size, whatever K: activations stay a few MB per candidate (huge
+        # ones cost a page fault per 4 KB at every call) and a candidate's score does not
+        # depend on the batch it was scored in
+        chunk = max(1, SCORE_TOKENS // model.tokens)
+        for start in range(0, len(x), chunk):
+            xb, yb = x[start : start + chunk], y[start : start + chunk]
             n = len(xb)
             xb, yb = xb.expand(k, *xb.shape), yb.expand(k, *yb.shape)
             logits = model.forward(views, xb)

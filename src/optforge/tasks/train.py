@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from optforge.program.analysis import analyze
-from optforge.program.execute import Segments, run
+from optforge.program.execute import Segments, prepare
 from optforge.program.program import Program
 
 DIVERGENCE = 3.0  # a loss this many times the initial one has diverged
@@ -70,9 +69,8 @@ def evaluate(
     theta = model.init(list(seeds)).requires_grad_(True)
     v1 = torch.zeros_like(theta)
     v2 = torch.zeros_like(theta)
-    groups = _groups(programs)
-    segments = {len(rows): Segments(model.sizes * len(rows)) for _, rows in groups}
-    single = Segments(model.sizes)
+    updaters = [_Updater(program, rows, model.sizes, theta, v1, v2)
+                for program, rows in _groups(programs)]  # fmt: skip
     batches = task.batches(seeds)
     lrs = schedule(task.steps, task.warmup)
     alive = torch.ones(k, dtype=torch.bool)
@@ -95,15 +93,12 @@ def evaluate(
         total = torch.where(alive, per_candidate, 0.0).sum()
         (grad,) = torch.autograd.grad(total, theta)
         with torch.no_grad():
-            for program, rows in groups:
-                rows = [r for r in rows if alive[r]]
-                if rows:
-                    seg = single if len(rows) == 1 else segments.get(len(rows))
-                    seg = seg or Segments(model.sizes * len(rows))
-                    _step(program, rows, theta, grad, v1, v2, lrs[t], seg)
+            lr, living = torch.tensor(lrs[t]), alive.tolist()
+            for updater in updaters:
+                updater.step(living, theta, grad, v1, v2, lr)
             # a non-finite update leaves theta non-finite; a non-finite state shows up in the
             # next update, so one check of theta per step covers both
-            broken = ~torch.isfinite(theta).all(dim=1)
+            broken = ~_finite_rows(theta)
             _fail(alive, reasons, broken, f"update not finite at step {t}")
     fitness = task.score(model, theta.detach()) if alive.any() else [None] * k
     seconds = (time.perf_counter() - start) / k
@@ -141,25 +136,52 @@ def _groups(programs: Sequence[Program]) -> list[tuple[Program, list[int]]]:
     return [*shared.items(), *alone]
 
 
-def _step(program, rows, theta, grad, v1, v2, lr, seg) -> None:
-    """Update ``rows`` of theta (and their states) with ``program``, in one run."""
-    reads = analyze(program).reads
-    # one row, or a contiguous run of rows, is a view: updated in place without copies
-    contiguous = rows == list(range(rows[0], rows[0] + len(rows)))
-    index = slice(rows[0], rows[-1] + 1) if contiguous else torch.tensor(rows)
-    update, new_v1, new_v2 = run(
-        program,
-        theta[index],
-        grad[index],
-        v1[index] if "v1" in reads else None,
-        v2[index] if "v2" in reads else None,
-        lr,
-        segments=seg,
-    )
-    theta[index] -= update
-    for state, new in ((v1, new_v1), (v2, new_v2)):
-        if new is not None:
-            state[index] = new
+class _Updater:
+    """One program updating its rows of theta (and their states) in one run per step; what
+    does not change between steps (kernel, row index, views, layout) is worked out once."""
+
+    def __init__(self, program: Program, rows: list[int], sizes: list[int], theta, v1, v2):
+        self.prepared = prepare(program, torch.float32, torch.device("cpu"))
+        self.sizes, self.tensors = sizes, (theta, v1, v2)
+        self._use(rows)
+
+    def _use(self, rows: list[int]) -> None:
+        self.rows = rows
+        if not rows:
+            return
+        # one row, or a contiguous run of rows, is a view: updated in place without copies
+        contiguous = rows == list(range(rows[0], rows[0] + len(rows)))
+        self.index = slice(rows[0], rows[-1] + 1) if contiguous else torch.tensor(rows)
+        self.views = [t[self.index] for t in self.tensors] if contiguous else None
+        self.segments = Segments(self.sizes * len(rows))
+
+    def step(self, alive: list[bool], theta, grad, v1, v2, lr: Tensor) -> None:
+        if not all(alive[r] for r in self.rows):
+            self._use([r for r in self.rows if alive[r]])  # a candidate failed: drop its row
+        if not self.rows:
+            return
+        i, reads = self.index, self.prepared.reads
+        w, s1, s2 = self.views or (theta[i], v1[i], v2[i])
+        update, new_v1, new_v2 = self.prepared(
+            w, grad[i], s1 if "v1" in reads else None, s2 if "v2" in reads else None, lr,
+            self.segments,
+        )  # fmt: skip
+        if self.views:
+            w.sub_(update)
+            for state, new in ((s1, new_v1), (s2, new_v2)):
+                if new is not None:
+                    state.copy_(new)
+            return
+        theta[i] -= update
+        for state, new in ((v1, new_v1), (v2, new_v2)):
+            if new is not None:
+                state[i] = new
+
+
+def _finite_rows(theta: Tensor) -> Tensor:
+    """Rows without NaN or inf: max and min carry any NaN or inf through, and two reductions
+    cost ~12x less than ``isfinite(theta).all(1)`` on CPU."""
+    return torch.isfinite(theta.amax(dim=1)) & torch.isfinite(theta.amin(dim=1))
 
 
 def _fail(alive: Tensor, reasons: list, mask: Tensor, reason: str) -> None:
