@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from optforge.cli import main
 
 
@@ -41,9 +43,31 @@ def test_tune_prints_grid_and_held_out_table(capsys):
 
 
 def test_bench_eval_measures_single_and_batched(capsys):
-    assert main(["bench", "eval", "--tiers", "test", "--k", "4", "--no-compile"]) == 0
+    assert main(["bench", "eval", "--tiers", "test", "--k", "4", "--no-compile", "--rounds", "2",
+                 "--markdown"]) == 0  # fmt: skip
     out = capsys.readouterr().out
-    assert "digits-mlp-test" in out and "shakespeare-lm-test" in out and "x" in out
+    assert "medians of 2 rounds" in out
+    rows = {line.split("|")[1].strip(): line.split("|") for line in out.splitlines()
+            if line.startswith("| ") and "-test" in line}  # fmt: skip
+    assert {"digits-mlp-test", "shakespeare-lm-test"} <= set(rows)
+    for cells in rows.values():
+        single, batched, best = float(cells[5]), float(cells[6]), float(cells[9].strip()[:-1])
+        assert best == pytest.approx(batched / single, abs=0.06)  # the ratio of the columns
+        low, high = (float(v) for v in cells[10].strip()[:-1].split("-"))
+        assert low <= high
+
+
+def test_throughput_reports_medians_and_per_round_spread():
+    from optforge.bench.evaluation import Throughput
+
+    m = Throughput("t", "A", 10, 4, single=(1.0, 3.0, 2.0), batched=(0.5, 0.5, 0.4),
+                   compiled=(0.25, 1.0, 0.5), compile_s=5.0)  # fmt: skip
+    assert m.single_s == 2.0 and m.batched_evals_per_s == 2.0 and m.compiled_evals_per_s == 2.0
+    assert m.speedup == pytest.approx(4.0)  # best median batched (2/s) over median single (0.5/s)
+    # per round: best of eager and compiled in that round against that round's single
+    assert m.speedup_range == pytest.approx((4.0, 6.0))  # 1/0.25, 3/0.5, 2/0.4
+    eager_only = Throughput("t", "A", 10, 4, (1.0,), (0.5,), (), None)
+    assert eager_only.compiled_evals_per_s is None and eager_only.speedup_range == (2.0, 2.0)
 
 
 def test_seconds_per_evaluation_is_measured_or_estimated():

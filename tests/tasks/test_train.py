@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
+from torch._dynamo.utils import counters
 
 from optforge.program import parse
 from optforge.tasks import registry
 from optforge.tasks.registry import baseline_program, with_step_size
-from optforge.tasks.train import evaluate, schedule
+from optforge.tasks.train import _Updater, evaluate, schedule
 
 MLP_TASK = registry.get("digits-mlp-test")
 LM_TASK = registry.get("shakespeare-lm-test")
@@ -21,20 +23,42 @@ GLOBAL_TEXT = ("def train(w, g, v1, v2, lr):\n    n = global_norm(g)\n    u = g 
 GLOBAL = with_step_size(parse(GLOBAL_TEXT), 0.1)
 
 
+# keeps the previous weights in v1 (heavy ball written with w_t - w_{t-1}): a state that is
+# an input (``v1 = w``) must hold w before the update, whatever rows the program trains
+PREVIOUS = with_step_size(parse(
+    "def train(w, g, v1, v2, lr):\n    d = w - v1\n    h = d * 0.5\n    u = g * lr\n"
+    "    update = u - h\n    v1 = w\n    return update, v1, v2"), 0.1)  # fmt: skip
+
+
 def programs():
     return [baseline_program("adamw", 1e-2), baseline_program("lion", 3e-3, 0.1), GLOBAL,
-            baseline_program("adamw", 1e-2), baseline_program("momentum", 0.05)]  # fmt: skip
+            baseline_program("adamw", 1e-2), baseline_program("momentum", 0.05), PREVIOUS,
+            baseline_program("sgd", 0.1), PREVIOUS, PREVIOUS]  # fmt: skip
 
 
 @pytest.mark.parametrize("task", [MLP_TASK, LM_TASK], ids=lambda t: t.name)
 def test_batched_evaluation_equals_one_at_a_time(task):
-    progs, seeds = programs(), [0, 0, 1, 2, 3]
+    progs, seeds = programs(), [0, 0, 1, 2, 3, 4, 5, 6, 7]
     together = evaluate(task, progs, seeds)
     for program, seed, result in zip(progs, seeds, together, strict=True):
         (alone,) = evaluate(task, [program], [seed])
         assert not result.failed
         assert result.fitness == pytest.approx(alone.fitness, abs=1e-6)
         assert result.final_loss == pytest.approx(alone.final_loss, rel=1e-5)
+
+
+def test_a_state_copied_from_the_weights_holds_them_before_the_update():
+    """Reference: the program's outputs are computed from the step's inputs, then applied."""
+    w0 = torch.randn(3, 4)
+    for rows in ([0, 1], [0, 2], [1]):  # a contiguous run, scattered rows, one row
+        theta, grad = w0.clone(), torch.randn(3, 4)
+        v1, v2 = torch.randn(3, 4), torch.zeros(3, 4)
+        old_v1 = v1.clone()
+        _Updater(PREVIOUS, rows, [4], theta, v1, v2).step([True] * 3, theta, grad, v1, v2,
+                                                         torch.tensor(1.0))  # fmt: skip
+        expected = w0 - (grad * 0.1 - (w0 - old_v1) * 0.5)
+        assert torch.allclose(theta[rows], expected[rows], atol=1e-6)
+        assert torch.equal(v1[rows], w0[rows])
 
 
 def test_same_seed_same_fitness_and_seeds_differ():
@@ -92,3 +116,9 @@ def test_compiled_forward_agrees_with_eager():
         if not a.failed:
             assert a.final_loss == pytest.approx(b.final_loss, rel=1e-4)
             assert a.fitness == pytest.approx(b.fitness, rel=1e-4)
+    # another number of candidates reuses the compiled code: K is left symbolic
+    graphs = counters["stats"]["unique_graphs"]
+    fewer = evaluate(task, progs[:2], seeds[:2], compiled=True)
+    assert counters["stats"]["unique_graphs"] == graphs
+    for a, b in zip(fewer, fast, strict=False):
+        assert a.fitness == pytest.approx(b.fitness, rel=1e-6)

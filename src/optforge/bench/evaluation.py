@@ -1,12 +1,15 @@
 """Fitness-evaluation throughput: candidate evaluations per second, one at a time and batched.
 
 Batches hold distinct programs (AdamW with K slightly different step sizes), the search's
-situation; one-at-a-time runs the same candidates with K = 1.
+situation; one-at-a-time runs the same candidates with K = 1, in the same process and with the
+same threads. On a shared VM the speed drifts by tens of percent from minute to minute, so the
+three measurements alternate in rounds and the report gives medians and per-round spread.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -16,24 +19,48 @@ from optforge.tasks.train import evaluate
 
 @dataclass(frozen=True)
 class Throughput:
+    """Seconds per evaluation in each round (one at a time, batched eager, batched compiled);
+    the figures are medians over rounds, and the speedup's spread is over rounds too."""
+
     task: str
     tier: str
     params: int
-    single_s: float  # seconds per evaluation, one at a time (eager: compiling slows K = 1)
-    batched_evals_per_s: float  # eager
-    compiled_evals_per_s: float | None  # torch.compile'd forward/backward, after compiling
-    compile_s: float | None  # the first compiled batch's extra time
     k: int
+    single: tuple[float, ...]  # s per evaluation, one at a time (eager: compiling slows K = 1)
+    batched: tuple[float, ...]  # s per evaluation within a batch of k, eager
+    compiled: tuple[float, ...]  # the same through torch.compile, after compiling; () if off
+    compile_s: float | None  # the first compiled batch's extra time
+
+    @property
+    def single_s(self) -> float:
+        return statistics.median(self.single)
 
     @property
     def single_evals_per_s(self) -> float:
         return 1.0 / self.single_s
 
     @property
+    def batched_evals_per_s(self) -> float:
+        return 1.0 / statistics.median(self.batched)
+
+    @property
+    def compiled_evals_per_s(self) -> float | None:
+        return 1.0 / statistics.median(self.compiled) if self.compiled else None
+
+    @property
     def speedup(self) -> float:
-        """Best batched throughput over one-at-a-time throughput."""
+        """Best batched throughput over one-at-a-time throughput (medians)."""
         best = max(self.batched_evals_per_s, self.compiled_evals_per_s or 0.0)
         return best / self.single_evals_per_s
+
+    @property
+    def speedup_range(self) -> tuple[float, float]:
+        """The speedup within each round, where both sides ran minutes apart at most: its
+        min and max show how much the machine's speed drifted."""
+        best = ([min(pair) for pair in zip(self.batched, self.compiled, strict=True)]
+                if self.compiled else self.batched)  # fmt: skip
+        ratios = [s / b for s, b in zip(self.single, best, strict=True)]
+        return min(ratios), max(ratios)
 
 
 def seconds_per_evaluation(task: Task, probe_steps: int = 40) -> tuple[float, bool]:
@@ -55,27 +82,37 @@ def seconds_per_evaluation(task: Task, probe_steps: int = 40) -> tuple[float, bo
     return short - per_step * probe_steps + per_step * task.steps, True
 
 
-def measure(task: Task, k: int = 32, singles: int = 2, compiled: bool = True) -> Throughput:
+def measure(task: Task, k: int = 32, rounds: int = 3, compiled: bool = True) -> Throughput:
     """Throughput one at a time and in batches of ``k`` distinct programs (eager, and
-    compiled unless ``compiled`` is False)."""
+    compiled unless ``compiled`` is False), measured in ``rounds`` round-robin rounds so that
+    a slow spell of a shared machine hits all three measurements alike."""
     programs = [baseline_program("adamw", 3e-3 * (1 + i / 1000)) for i in range(k)]
     seeds = list(range(k))
-    evaluate(task, programs[:1], [0])  # warm-up: data loading, caches
-    t = time.perf_counter()
-    for i in range(singles):
-        evaluate(task, programs[i : i + 1], [i])
-    single = (time.perf_counter() - t) / singles
 
-    def batch_seconds(**kw) -> float:
+    def per_evaluation(n: int, **kw) -> float:
         t = time.perf_counter()
-        evaluate(task, programs, seeds, **kw)
-        return time.perf_counter() - t
+        evaluate(task, programs[:n], seeds[:n], **kw)
+        return (time.perf_counter() - t) / n
 
-    batched = k / batch_seconds()
-    fast = compile_s = None
+    def one_at_a_time(r: int) -> float:
+        pair = [(programs[i], seeds[i]) for i in (2 * r % k, (2 * r + 1) % k)]
+        t = time.perf_counter()
+        for program, seed in pair:
+            evaluate(task, [program], [seed])
+        return (time.perf_counter() - t) / len(pair)
+
+    per_evaluation(1)  # warm-up: data loading, caches
+    per_evaluation(k)
+    compile_s = None
     if compiled:
-        first = batch_seconds(compiled=True)
-        steady = batch_seconds(compiled=True)
-        fast, compile_s = k / steady, first - steady
+        first = per_evaluation(k, compiled=True) * k
+        compile_s = max(0.0, first - per_evaluation(k, compiled=True) * k)
+    single, batched, fast = [], [], []
+    for r in range(rounds):
+        single.append(one_at_a_time(r))
+        batched.append(per_evaluation(k))
+        if compiled:
+            fast.append(per_evaluation(k, compiled=True))
     params = task.model().num_params
-    return Throughput(task.name, task.tier, params, single, batched, fast, compile_s, k)
+    return Throughput(task.name, task.tier, params, k, tuple(single), tuple(batched),
+                      tuple(fast), compile_s)  # fmt: skip

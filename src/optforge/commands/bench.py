@@ -65,6 +65,13 @@ def add_bench_commands(commands) -> None:
     ev.add_argument("--k", type=positive_int, default=32, help="candidates per batch")
     ev.add_argument("--no-compile", dest="compiled", action="store_false",
                     help="skip the torch.compile'd batched measurement")  # fmt: skip
+    ev.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=3,
+        help="round-robin rounds of the three measurements (medians reported)",
+    )
+    ev.add_argument("--markdown", action="store_true", help="print a Markdown table")
     ev.set_defaults(handler=_bench_eval)
 
 
@@ -148,15 +155,17 @@ def _bench_eval(args: argparse.Namespace, console: Console) -> int:
         for task in TASKS.values():
             if task.tier in tiers:
                 status.update(f"measuring {task.name}")
-                m = measure(task, k=args.k, compiled=args.compiled)
+                m = measure(task, k=args.k, rounds=args.rounds, compiled=args.compiled)
+                low, high = m.speedup_range
                 rows.append([m.task, m.tier, f"{m.params:,}", f"{m.single_s:.2f}",
                              f"{m.single_evals_per_s:.2f}", f"{m.batched_evals_per_s:.2f}",
                              _maybe(m.compiled_evals_per_s, ".2f"), _maybe(m.compile_s, ".0f"),
-                             f"{m.speedup:.1f}x"])  # fmt: skip
+                             f"{m.speedup:.1f}x", f"{low:.1f}-{high:.1f}x"])  # fmt: skip
     columns = ["task", "tier", "params", "s/eval single", "evals/s single",
                f"evals/s batched (K={args.k})", "evals/s batched compiled", "compile s",
-               "best batched/single"]  # fmt: skip
-    print_table(console, "fitness evaluation throughput", columns, rows, markdown=False)
+               "best batched/single", "per round"]  # fmt: skip
+    title = f"fitness evaluation throughput (medians of {args.rounds} rounds)"
+    print_table(console, title, columns, rows, markdown=args.markdown)
     return 0
 
 

@@ -103,6 +103,13 @@ def add_search_commands(commands) -> None:
     search.add_argument(
         "--meta", help="meta-validation tasks, comma-separated (default: the task's)"
     )
+    search.add_argument(
+        "--compile",
+        dest="compiled",
+        action="store_true",
+        help="train candidates through a torch.compile'd forward/backward: ~1.3-1.7x faster "
+        "on tier A after a one-time compile of ~20 s per worker (optforge bench eval)",
+    )
     search.add_argument("--finalists", type=positive_int, default=3)
     search.add_argument(
         "--no-funnel", dest="funnel", action="store_false", help="stop after the search"
@@ -185,7 +192,7 @@ def _config(args, console):
         task=args.task, budget=args.budget or 1000, seed=args.seed, algorithm=args.algorithm,
         population=args.population, tournament=args.tournament, batch=args.batch,
         workers=args.workers, runs=args.runs, restart_after=args.restart_after,
-        rescore_after=args.rescore_after, time_limit=args.time_limit,
+        rescore_after=args.rescore_after, time_limit=args.time_limit, compiled=args.compiled,
         mutation=MutationConfig(max_length=args.max_length,
                                 constants_only=args.algorithm == "constants"),
         funnel=FunnelConfig(stages=stages, meta=meta, finalists=args.finalists), **warm,

@@ -178,6 +178,13 @@ class Prepared:
         outputs = self.kernel(*inputs, lr, self.consts, seg, ScalarSegments)
         return tuple(_full(value, seg, w.shape) for value in outputs)
 
+    def flat(self, w, g, v1, v2, lr: Tensor, seg: Segments):
+        """The hot path: 1-D inputs of the compute dtype, with every state the program reads
+        given; outputs are 1-D (scalars expanded) or None."""
+        outputs = self.kernel(w, g, v1, v2, lr, self.consts, seg, ScalarSegments)
+        return [v.expand(seg.total_length) if v is not None and v.dim() == 0 else v
+                for v in outputs]  # fmt: skip
+
 
 @functools.lru_cache(maxsize=4096)
 def prepare(program: Program, dtype: torch.dtype, device: torch.device) -> Prepared:
@@ -195,7 +202,7 @@ def _full(value: Tensor | None, seg: Segments, shape: torch.Size) -> Tensor | No
         return None
     if value.dim() == 0:
         value = value.expand(seg.total_length)
-    return value.reshape(shape)
+    return value if value.shape == shape else value.reshape(shape)
 
 
 def run_foreach(

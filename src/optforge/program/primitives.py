@@ -123,7 +123,7 @@ PRIMITIVES: dict[str, Primitive] = {
         _op("minimum", _XY, "torch.minimum(x, y)", commutative=True),
         _op("clip", "x c", "torch.minimum(torch.maximum(x, -torch.abs(c)), torch.abs(c))",
             "defined everywhere (clamps x to [-|c|, |c|])"),
-        _op("interp", "x y a", "torch.lerp(*torch.broadcast_tensors(x, y, a))",
+        _op("interp", "x y a", "torch.lerp(x, y, a)",
             "defined everywhere ((1 - a)*x + a*y)"),
         # reductions: one scalar per parameter tensor
         _op("norm", _X, "torch.sqrt(seg.sum(x * x))", "defined everywhere (L2 norm)",

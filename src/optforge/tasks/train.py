@@ -56,9 +56,10 @@ def evaluate(
 ) -> list[Result]:
     """Train ``len(programs)`` candidates together on ``task`` and return their results.
 
-    ``compiled`` runs the batched forward/backward through ``torch.compile``: about 2x faster
-    per candidate at K >= 32 on CPU, slower at K = 1, and the first call for each (task, K)
-    compiles for ~10-20 s, so it pays off in long searches, not in one-off evaluations.
+    ``compiled`` runs the batched forward/backward through ``torch.compile``: faster per
+    candidate at K >= 8 on CPU (``optforge bench eval``), slower at K = 1; the first call for a
+    task compiles for ~20 s (a few seconds once inductor's disk cache holds it), then every
+    K >= 2 reuses that code, so it pays off in searches, not in one-off evaluations.
     Compiled and eager results agree to float rounding, not bit for bit."""
     if len(programs) != len(seeds):
         raise ValueError(f"{len(programs)} programs but {len(seeds)} seeds")
@@ -121,7 +122,17 @@ def _loss(task, model):
 
 @functools.cache
 def _compiled_loss(task):
-    return torch.compile(_loss(task, task.model()), dynamic=False)
+    """The loss compiled once per task for every K >= 2 (K = 1 compiles apart): the number
+    of candidates is the one dimension that varies, so only it is left symbolic, and a
+    search whose batches change size from job to job does not compile again for each."""
+    compiled = torch.compile(_loss(task, task.model()), dynamic=False)
+
+    def loss(theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        for tensor in (theta, x, y):
+            torch._dynamo.maybe_mark_dynamic(tensor, 0)
+        return compiled(theta, x, y)
+
+    return loss
 
 
 def _groups(programs: Sequence[Program]) -> list[tuple[Program, list[int]]]:
@@ -149,10 +160,10 @@ class _Updater:
         self.rows = rows
         if not rows:
             return
-        # one row, or a contiguous run of rows, is a view: updated in place without copies
+        # one row, or a contiguous run of rows, is a flat view: updated in place, no copies
         contiguous = rows == list(range(rows[0], rows[0] + len(rows)))
         self.index = slice(rows[0], rows[-1] + 1) if contiguous else torch.tensor(rows)
-        self.views = [t[self.index] for t in self.tensors] if contiguous else None
+        self.views = [t[self.index].view(-1) for t in self.tensors] if contiguous else None
         self.segments = Segments(self.sizes * len(rows))
 
     def step(self, alive: list[bool], theta, grad, v1, v2, lr: Tensor) -> None:
@@ -161,21 +172,36 @@ class _Updater:
         if not self.rows:
             return
         i, reads = self.index, self.prepared.reads
-        w, s1, s2 = self.views or (theta[i], v1[i], v2[i])
-        update, new_v1, new_v2 = self.prepared(
-            w, grad[i], s1 if "v1" in reads else None, s2 if "v2" in reads else None, lr,
-            self.segments,
-        )  # fmt: skip
         if self.views:
+            w, s1, s2 = self.views
+            update, new_v1, new_v2 = self.prepared.flat(
+                w, grad[i].view(-1), s1 if "v1" in reads else None,
+                s2 if "v2" in reads else None, lr, self.segments,
+            )  # fmt: skip
+            # a new state that is another input (``v1 = w``, ``v1 = v2``) must keep its old
+            # values through the writes below, as it would without views (ProgramOptimizer)
+            new_v1, new_v2 = (_detached(new, own, (w, s1, s2))
+                              for new, own in ((new_v1, s1), (new_v2, s2)))  # fmt: skip
             w.sub_(update)
             for state, new in ((s1, new_v1), (s2, new_v2)):
-                if new is not None:
+                if new is not None and new is not state:  # an untouched state stays put
                     state.copy_(new)
             return
+        update, new_v1, new_v2 = self.prepared(
+            theta[i], grad[i], v1[i] if "v1" in reads else None,
+            v2[i] if "v2" in reads else None, lr, self.segments,
+        )  # fmt: skip
         theta[i] -= update
         for state, new in ((v1, new_v1), (v2, new_v2)):
             if new is not None:
                 state[i] = new
+
+
+def _detached(new: Tensor | None, own: Tensor, views: tuple[Tensor, ...]) -> Tensor | None:
+    """``new``, copied if it is one of the views that get overwritten (other than ``own``)."""
+    if new is None or new is own or not any(new is v for v in views):
+        return new
+    return new.clone()
 
 
 def _finite_rows(theta: Tensor) -> Tensor:
