@@ -57,6 +57,20 @@ def test_bench_eval_measures_single_and_batched(capsys):
         assert low <= high
 
 
+def test_bench_eval_profile_splits_a_step_into_parts(capsys):
+    args = ["bench", "eval", "--tiers", "test", "--k", "4", "--no-compile", "--profile",
+            "--markdown"]  # fmt: skip
+    assert main(args) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| digits-mlp-test |")]  # fmt: skip
+    assert [r[1].strip() for r in rows] == ["1", "4"]
+    for row in rows:
+        data, fwd, bwd, updates, matmuls, step, per = (float(c) for c in row[3:10])
+        assert min(data, fwd, bwd, updates, matmuls) >= 0 and matmuls > 0
+        assert step == pytest.approx(data + fwd + bwd + updates, abs=0.02)
+        assert per == pytest.approx(step / int(row[1]), abs=0.002)
+
+
 def test_throughput_reports_medians_and_per_round_spread():
     from optforge.bench.evaluation import Throughput
 

@@ -13,6 +13,8 @@ import statistics
 import time
 from dataclasses import dataclass
 
+import torch
+
 from optforge.tasks.registry import Task, baseline_program
 from optforge.tasks.train import evaluate
 
@@ -116,3 +118,57 @@ def measure(task: Task, k: int = 32, rounds: int = 3, compiled: bool = True) -> 
     params = task.model().num_params
     return Throughput(task.name, task.tier, params, k, tuple(single), tuple(batched),
                       tuple(fast), compile_s)  # fmt: skip
+
+
+MATMULS = ("aten::bmm", "aten::mm", "aten::addmm", "aten::baddbmm")
+
+
+def profile_steps(task: Task, k: int = 32, steps: int = 30, compiled: bool = True) -> dict:
+    """Milliseconds per training step of a batch of ``k``, split into its parts (medians over
+    ``steps`` steps after warm-up), and the part of forward + backward spent in matrix
+    multiplies (torch.profiler, self time): what batching cannot shrink, since the one at a
+    time run does the same multiplies."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from optforge.tasks import train
+
+    model = task.model()
+    programs = [baseline_program("adamw", 3e-3 * (1 + i / 1000)) for i in range(k)]
+    loss_fn = train._compiled_loss(task) if compiled else train._loss(task, model)
+    theta = model.init(list(range(k))).requires_grad_(True)
+    v1, v2 = torch.zeros_like(theta), torch.zeros_like(theta)
+    updaters = [train._Updater(p, rows, model.sizes, theta, v1, v2)
+                for p, rows in train._groups(programs)]  # fmt: skip
+    batches, living = task.batches(list(range(k))), [True] * k
+    parts: dict[str, list[float]] = {"data": [], "forward": [], "backward": [], "updates": []}
+
+    def step(t: int) -> None:
+        marks = [time.perf_counter()]
+        x, y = batches(t)
+        marks.append(time.perf_counter())
+        total = loss_fn(theta, x, y).sum()
+        marks.append(time.perf_counter())
+        (grad,) = torch.autograd.grad(total, theta)
+        marks.append(time.perf_counter())
+        with torch.no_grad():
+            lr = torch.tensor(0.5)
+            for updater in updaters:
+                updater.step(living, theta, grad, v1, v2, lr)
+            train._finite_rows(theta)
+        marks.append(time.perf_counter())
+        for name, a, b in zip(parts, marks, marks[1:], strict=False):
+            parts[name].append((b - a) * 1e3)
+
+    for t in range(5):  # warm-up (and compile)
+        step(t)
+    for values in parts.values():
+        values.clear()
+    for t in range(steps):
+        step(5 + t)
+    result = {name: statistics.median(values) for name, values in parts.items()}
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for t in range(10):
+            step(t)
+    matmul_us = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMULS)
+    result["matmuls"] = matmul_us / 1e3 / 10
+    return result

@@ -72,6 +72,11 @@ def add_bench_commands(commands) -> None:
         help="round-robin rounds of the three measurements (medians reported)",
     )
     ev.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    ev.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead: ms per training step, split into its parts, at K = 1 and K",
+    )
     ev.set_defaults(handler=_bench_eval)
 
 
@@ -150,6 +155,8 @@ def _bench_eval(args: argparse.Namespace, console: Console) -> int:
     from optforge.tasks.registry import TASKS
 
     tiers = {t.strip() for t in args.tiers.split(",")}
+    if args.profile:
+        return _profile_eval(args, tiers, console)
     rows = []
     with console.status("measuring") as status:
         for task in TASKS.values():
@@ -165,6 +172,32 @@ def _bench_eval(args: argparse.Namespace, console: Console) -> int:
                f"evals/s batched (K={args.k})", "evals/s batched compiled", "compile s",
                "best batched/single", "per round"]  # fmt: skip
     title = f"fitness evaluation throughput (medians of {args.rounds} rounds)"
+    print_table(console, title, columns, rows, markdown=args.markdown)
+    return 0
+
+
+def _profile_eval(args: argparse.Namespace, tiers: set[str], console: Console) -> int:
+    from optforge.bench.evaluation import profile_steps
+    from optforge.tasks.registry import TASKS
+
+    rows = []
+    with console.status("profiling") as status:
+        for task in TASKS.values():
+            if task.tier not in tiers:
+                continue
+            for k in (1, args.k):
+                compiled = args.compiled and k > 1  # one at a time runs eager
+                status.update(f"profiling {task.name} at K = {k}")
+                p = profile_steps(task, k=k, compiled=compiled)
+                total = p["data"] + p["forward"] + p["backward"] + p["updates"]
+                rows.append([task.name, str(k), "compiled" if compiled else "eager",
+                             *(f"{p[n]:.2f}" for n in ("data", "forward", "backward", "updates")),
+                             f"{p['matmuls']:.2f}", f"{total:.2f}", f"{total / k:.3f}",
+                             f"{p['matmuls'] / k:.3f}"])  # fmt: skip
+    columns = ["task", "K", "forward/backward", "data", "forward", "backward", "updates",
+               "of which matmuls", "step", "step per candidate",
+               "matmuls per candidate"]  # fmt: skip
+    title = "ms per training step (medians; matmuls: profiler self time, forward + backward)"
     print_table(console, title, columns, rows, markdown=args.markdown)
     return 0
 
