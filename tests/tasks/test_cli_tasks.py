@@ -68,7 +68,7 @@ def test_bench_eval_profile_splits_a_step_into_parts(capsys):
         data, fwd, bwd, updates, matmuls, step, per = (float(c) for c in row[3:10])
         assert min(data, fwd, bwd, updates, matmuls) >= 0 and matmuls > 0
         assert step == pytest.approx(data + fwd + bwd + updates, abs=0.02)
-        assert per == pytest.approx(step / int(row[1]), abs=0.002)
+        assert per == pytest.approx(step / int(row[1]), abs=0.006)  # step shows 2 decimals
 
 
 def test_throughput_reports_medians_and_per_round_spread():
