@@ -67,6 +67,19 @@ def test_an_existing_journal_is_not_overwritten(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().out
 
 
+def test_resuming_with_another_configuration_is_an_error(tmp_path, capsys):
+    journal = tmp_path / "run.db"
+    assert main(["search", *TINY, "--budget", "16", "--journal", str(journal), "--no-funnel"]) == 0
+    capsys.readouterr()
+    changed = ["search", "--resume", str(journal), "--population", "50", "--compile"]
+    assert main(changed) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--population 50 (journal: 16)" in out and "--compile True (journal: False)" in out
+    # the same values again are fine, and --budget still extends the search
+    assert main(["search", "--resume", str(journal), *TINY, "--no-funnel"]) == 0
+    assert "32 candidates" in capsys.readouterr().out
+
+
 def test_traits_name_what_a_program_uses():
     from optforge.program import library
     from optforge.search.report import traits
