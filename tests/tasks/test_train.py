@@ -11,7 +11,7 @@ from torch._dynamo.utils import counters
 from optforge.program import parse
 from optforge.tasks import registry
 from optforge.tasks.registry import baseline_program, with_step_size
-from optforge.tasks.train import _Updater, evaluate, schedule
+from optforge.tasks.train import _finite_rows, _Updater, evaluate, schedule
 
 MLP_TASK = registry.get("digits-mlp-test")
 LM_TASK = registry.get("shakespeare-lm-test")
@@ -59,6 +59,15 @@ def test_a_state_copied_from_the_weights_holds_them_before_the_update():
         expected = w0 - (grad * 0.1 - (w0 - old_v1) * 0.5)
         assert torch.allclose(theta[rows], expected[rows], atol=1e-6)
         assert torch.equal(v1[rows], w0[rows])
+
+
+def test_finite_rows_agrees_with_isfinite():
+    theta = torch.randn(6, 1000)
+    theta[1, 500], theta[2, 3], theta[3, 999] = float("nan"), float("inf"), float("-inf")
+    theta[4, 7] = 3e38  # huge but finite
+    theta[5, 0], theta[5, 1] = float("inf"), float("-inf")
+    assert torch.equal(_finite_rows(theta), torch.isfinite(theta).all(dim=1))
+    assert _finite_rows(theta).tolist() == [True, False, False, False, True, False]
 
 
 def test_same_seed_same_fitness_and_seeds_differ():
