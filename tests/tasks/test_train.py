@@ -131,3 +131,8 @@ def test_compiled_forward_agrees_with_eager():
     assert counters["stats"]["unique_graphs"] == graphs
     for a, b in zip(fewer, fast, strict=False):
         assert a.fitness == pytest.approx(b.fitness, rel=1e-6)
+    # one candidate runs eager rather than compiling a graph of its own
+    (one,) = evaluate(task, progs[:1], seeds[:1], compiled=True)
+    (one_eager,) = evaluate(task, progs[:1], seeds[:1])
+    assert (one.fitness, one.final_loss) == (one_eager.fitness, one_eager.final_loss)
+    assert counters["stats"]["unique_graphs"] == graphs

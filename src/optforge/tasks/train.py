@@ -57,16 +57,17 @@ def evaluate(
     """Train ``len(programs)`` candidates together on ``task`` and return their results.
 
     ``compiled`` runs the batched forward/backward through ``torch.compile``: faster per
-    candidate at K >= 8 on CPU (``optforge bench eval``), slower at K = 1; the first call for a
-    task compiles for ~20 s (a few seconds once inductor's disk cache holds it), then every
-    K >= 2 reuses that code, so it pays off in searches, not in one-off evaluations.
+    candidate at K >= 8 on CPU (``optforge bench eval``); the first call for a task compiles
+    for ~20 s (a few seconds once inductor's disk cache holds it), then every K >= 2 reuses
+    that code, so it pays off in searches, not in one-off evaluations. K = 1 runs eager.
     Compiled and eager results agree to float rounding, not bit for bit."""
     if len(programs) != len(seeds):
         raise ValueError(f"{len(programs)} programs but {len(seeds)} seeds")
     start = time.perf_counter()
     k = len(programs)
     model = task.model()
-    loss_fn = _compiled_loss(task) if compiled else _loss(task, model)
+    # one candidate runs eager: compiling would not make it faster, only compile again
+    loss_fn = _compiled_loss(task) if compiled and k > 1 else _loss(task, model)
     theta = model.init(list(seeds)).requires_grad_(True)
     v1 = torch.zeros_like(theta)
     v2 = torch.zeros_like(theta)
