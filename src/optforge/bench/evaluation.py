@@ -65,6 +65,11 @@ class Throughput:
         return min(ratios), max(ratios)
 
 
+def distinct_programs(k: int) -> list:
+    """AdamW with k slightly different step sizes: k programs that share no update run."""
+    return [baseline_program("adamw", 3e-3 * (1 + i / 1000)) for i in range(k)]
+
+
 def seconds_per_evaluation(task: Task, probe_steps: int = 40) -> tuple[float, bool]:
     """Seconds for one evaluation at K = 1, and whether it was estimated: tasks longer than
     2 * probe_steps are timed at probe_steps and 2 * probe_steps steps, and the line through
@@ -88,7 +93,7 @@ def measure(task: Task, k: int = 32, rounds: int = 3, compiled: bool = True) -> 
     """Throughput one at a time and in batches of ``k`` distinct programs (eager, and
     compiled unless ``compiled`` is False), measured in ``rounds`` round-robin rounds so that
     a slow spell of a shared machine hits all three measurements alike."""
-    programs = [baseline_program("adamw", 3e-3 * (1 + i / 1000)) for i in range(k)]
+    programs = distinct_programs(k)
     seeds = list(range(k))
 
     def per_evaluation(n: int, **kw) -> float:
@@ -130,31 +135,22 @@ def profile_steps(task: Task, k: int = 32, steps: int = 30, compiled: bool = Tru
     time run does the same multiplies."""
     from torch.profiler import ProfilerActivity, profile
 
-    from optforge.tasks import train
+    from optforge.tasks.train import Batch
 
-    model = task.model()
-    programs = [baseline_program("adamw", 3e-3 * (1 + i / 1000)) for i in range(k)]
-    loss_fn = train._compiled_loss(task) if compiled else train._loss(task, model)
-    theta = model.init(list(range(k))).requires_grad_(True)
-    v1, v2 = torch.zeros_like(theta), torch.zeros_like(theta)
-    updaters = [train._Updater(p, rows, model.sizes, theta, v1, v2)
-                for p, rows in train._groups(programs)]  # fmt: skip
-    batches, living = task.batches(list(range(k))), [True] * k
+    programs = distinct_programs(k)
+    batch = Batch(task, programs, list(range(k)), compiled=compiled)
+    alive, living = torch.ones(k, dtype=torch.bool), [True] * k
     parts: dict[str, list[float]] = {"data": [], "forward": [], "backward": [], "updates": []}
 
     def step(t: int) -> None:
         marks = [time.perf_counter()]
-        x, y = batches(t)
+        x, y = batch.data(t)
         marks.append(time.perf_counter())
-        total = loss_fn(theta, x, y).sum()
+        losses = batch.loss(x, y)
         marks.append(time.perf_counter())
-        (grad,) = torch.autograd.grad(total, theta)
+        grad = batch.gradient(losses, alive)
         marks.append(time.perf_counter())
-        with torch.no_grad():
-            lr = torch.tensor(0.5)
-            for updater in updaters:
-                updater.step(living, theta, grad, v1, v2, lr)
-            train._finite_rows(theta)
+        batch.update(grad, living, 0.5)
         marks.append(time.perf_counter())
         for name, a, b in zip(parts, marks, marks[1:], strict=False):
             parts[name].append((b - a) * 1e3)

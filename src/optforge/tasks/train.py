@@ -65,15 +65,8 @@ def evaluate(
         raise ValueError(f"{len(programs)} programs but {len(seeds)} seeds")
     start = time.perf_counter()
     k = len(programs)
-    model = task.model()
     # one candidate runs eager: compiling would not make it faster, only compile again
-    loss_fn = _compiled_loss(task) if compiled and k > 1 else _loss(task, model)
-    theta = model.init(list(seeds)).requires_grad_(True)
-    v1 = torch.zeros_like(theta)
-    v2 = torch.zeros_like(theta)
-    updaters = [_Updater(program, rows, model.sizes, theta, v1, v2)
-                for program, rows in _groups(programs)]  # fmt: skip
-    batches = task.batches(seeds)
+    batch = Batch(task, programs, seeds, compiled=compiled and k > 1)
     lrs = schedule(task.steps, task.warmup)
     alive = torch.ones(k, dtype=torch.bool)
     reasons: list[str | None] = [None] * k
@@ -81,8 +74,7 @@ def evaluate(
     losses = torch.zeros(k)
 
     for t in range(task.steps):
-        x, y = batches(t)
-        per_candidate = loss_fn(theta, x, y)
+        per_candidate = batch.loss(*batch.data(t))
         losses = per_candidate.detach()
         if t == 0:
             initial = losses.clone()
@@ -92,17 +84,10 @@ def evaluate(
             _fail(alive, reasons, alive.clone(), f"time limit {time_limit:g}s at step {t}")
         if not alive.any():
             break
-        total = torch.where(alive, per_candidate, 0.0).sum()
-        (grad,) = torch.autograd.grad(total, theta)
-        with torch.no_grad():
-            lr, living = torch.tensor(lrs[t]), alive.tolist()
-            for updater in updaters:
-                updater.step(living, theta, grad, v1, v2, lr)
-            # a non-finite update leaves theta non-finite; a non-finite state shows up in the
-            # next update, so one check of theta per step covers both
-            broken = ~_finite_rows(theta)
-            _fail(alive, reasons, broken, f"update not finite at step {t}")
-    fitness = task.score(model, theta.detach()) if alive.any() else [None] * k
+        grad = batch.gradient(per_candidate, alive)
+        finite = batch.update(grad, alive.tolist(), lrs[t])
+        _fail(alive, reasons, ~finite, f"update not finite at step {t}")
+    fitness = task.score(batch.model, batch.theta.detach()) if alive.any() else [None] * k
     seconds = (time.perf_counter() - start) / k
     return [
         Result(
@@ -114,6 +99,40 @@ def evaluate(
         )
         for i in range(k)
     ]
+
+
+class Batch:
+    """K candidates training together: their parameters ``theta [K, P]``, optimizer states
+    and update plans, and the parts of a training step (``evaluate`` runs them and keeps the
+    failure bookkeeping; ``optforge bench eval --profile`` times them one by one)."""
+
+    def __init__(self, task, programs: Sequence[Program], seeds: Sequence[int], compiled: bool):
+        self.model = task.model()
+        self._loss = _compiled_loss(task) if compiled else _loss(task, self.model)
+        self.theta = self.model.init(list(seeds)).requires_grad_(True)
+        self.v1, self.v2 = torch.zeros_like(self.theta), torch.zeros_like(self.theta)
+        self.updaters = [_Updater(program, rows, self.model.sizes, self.theta, self.v1, self.v2)
+                         for program, rows in _groups(programs)]  # fmt: skip
+        self.data = task.batches(seeds)  # step t -> (x, y)
+
+    def loss(self, x: Tensor, y: Tensor) -> Tensor:
+        """Loss per candidate [K]."""
+        return self._loss(self.theta, x, y)
+
+    def gradient(self, losses: Tensor, alive: Tensor) -> Tensor:
+        total = torch.where(alive, losses, 0.0).sum()
+        (grad,) = torch.autograd.grad(total, self.theta)
+        return grad
+
+    @torch.no_grad()
+    def update(self, grad: Tensor, living: list[bool], lr: float) -> Tensor:
+        """Each living candidate's program steps its rows; returns which rows stay finite."""
+        lr_t = torch.tensor(lr)
+        for updater in self.updaters:
+            updater.step(living, self.theta, grad, self.v1, self.v2, lr_t)
+        # a non-finite update leaves theta non-finite; a non-finite state shows up in the next
+        # update, so one check of theta per step covers both
+        return _finite_rows(self.theta)
 
 
 def _loss(task, model):
