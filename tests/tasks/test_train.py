@@ -54,8 +54,7 @@ def test_a_state_copied_from_the_weights_holds_them_before_the_update():
         theta, grad = w0.clone(), torch.randn(3, 4)
         v1, v2 = torch.randn(3, 4), torch.zeros(3, 4)
         old_v1 = v1.clone()
-        _Updater(PREVIOUS, rows, [4], theta, v1, v2).step([True] * 3, theta, grad, v1, v2,
-                                                         torch.tensor(1.0))  # fmt: skip
+        _Updater(PREVIOUS, rows, [4], theta, v1, v2).step([True] * 3, grad, torch.tensor(1.0))
         expected = w0 - (grad * 0.1 - (w0 - old_v1) * 0.5)
         assert torch.allclose(theta[rows], expected[rows], atol=1e-6)
         assert torch.equal(v1[rows], w0[rows])

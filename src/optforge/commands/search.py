@@ -108,8 +108,8 @@ def add_search_commands(commands) -> None:
         dest="compiled",
         action="store_true",
         help="train candidates through a torch.compile'd forward/backward, compiled once per "
-        "worker (~20 s): 1.4x faster on the LM proxy over 1,500 candidates, not worth it on "
-        "the ViT proxy for short searches (docs/search.md)",
+        "worker: 1.4x faster on the LM proxy over 1,500 candidates, not worth it on the ViT "
+        "proxy for short searches (docs/search.md)",
     )
     search.add_argument("--finalists", type=positive_int, default=3)
     search.add_argument(

@@ -188,7 +188,7 @@ class CharLM(BatchedModel):
         if dim % heads:
             raise ValueError(f"dim {dim} must divide by heads {heads}")
         self.vocab, self.dim, self.depth, self.heads = vocab, dim, depth, heads
-        self.context = self.tokens = context
+        self.tokens = context
         self.specs = [
             ParamSpec("embed", (vocab, dim), "normal:0.1"),
             ParamSpec("pos", (context, dim), "normal:0.02"),

@@ -129,7 +129,7 @@ class Batch:
         """Each living candidate's program steps its rows; returns which rows stay finite."""
         lr_t = torch.tensor(lr)
         for updater in self.updaters:
-            updater.step(living, self.theta, grad, self.v1, self.v2, lr_t)
+            updater.step(living, grad, lr_t)
         # a non-finite update leaves theta non-finite; a non-finite state shows up in the next
         # update, so one check of theta per step covers both
         return _finite_rows(self.theta)
@@ -142,9 +142,10 @@ def _loss(task, model):
 
 @functools.cache
 def _compiled_loss(task):
-    """The loss compiled once per task for every K >= 2 (K = 1 compiles apart): the number
-    of candidates is the one dimension that varies, so only it is left symbolic, and a
-    search whose batches change size from job to job does not compile again for each."""
+    """The loss compiled once per task for every K >= 2 (K = 1 would compile apart, so
+    ``evaluate`` runs it eager): the number of candidates is the one dimension that varies,
+    so only it is left symbolic, and a search whose batches change size from job to job does
+    not compile again for each."""
     compiled = torch.compile(_loss(task, task.model()), dynamic=False)
 
     def loss(theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
@@ -186,7 +187,7 @@ class _Updater:
         self.views = [t[self.index].view(-1) for t in self.tensors] if contiguous else None
         self.segments = Segments(self.sizes * len(rows))
 
-    def step(self, alive: list[bool], theta, grad, v1, v2, lr: Tensor) -> None:
+    def step(self, alive: list[bool], grad: Tensor, lr: Tensor) -> None:
         if not all(alive[r] for r in self.rows):
             self._use([r for r in self.rows if alive[r]])  # a candidate failed: drop its row
         if not self.rows:
@@ -207,6 +208,7 @@ class _Updater:
                 if new is not None and new is not state:  # an untouched state stays put
                     state.copy_(new)
             return
+        theta, v1, v2 = self.tensors
         update, new_v1, new_v2 = self.prepared(
             theta[i], grad[i], v1[i] if "v1" in reads else None,
             v2[i] if "v2" in reads else None, lr, self.segments,
