@@ -158,3 +158,28 @@ def test_bad_configuration_names_the_value(kwargs, message):
 def test_config_round_trips_through_json():
     config = small(runs=3, rescore_after=5, funnel=FunnelConfig(stages=("digits-mlp-test-b",)))
     assert SearchConfig.from_json(config.to_json()) == config
+
+
+def test_a_child_is_stored_with_its_best_multiplier_folded_in(tmp_path):
+    """Every trained candidate records the multiplier its fitness came from; its folded
+    program, re-scored at x1 on the same seed, gives that fitness exactly."""
+    from optforge.search.fitness import FitnessConfig, score
+    from optforge.search.journal import folded_program
+
+    from optforge.tasks.registry import baseline_program
+
+    fitness = FitnessConfig(multipliers=(0.25, 1.0, 4.0))
+    small_step = baseline_program("sgd", 0.02).source()  # ~15x too small a step for this task
+    journal, _ = search(tmp_path / "j.db", small(fitness=fitness, warm_start=small_step,
+                                                 budget=32))  # fmt: skip
+    rows = journal.candidates("job IS NOT NULL AND status = 'evaluated' AND kind != 'baseline'")
+    assert rows and all(r["multiplier"] in (0.25, 1.0, 4.0) for r in rows)
+    warm = journal.candidates("kind = 'warm_start'")[0]
+    assert warm["multiplier"] == 4.0  # too small a step wants the largest multiplier
+    for row in [warm, *[r for r in rows if r["multiplier"] != 1.0][:2]]:
+        program = folded_program(row)
+        (again,) = score(FitnessConfig((TASK,)), [program], [row["eval_seed"]])
+        assert again.fitness == row["fitness"]
+    # children descend from the folded warm start: its x4 is in their programs
+    child = journal.candidates("kind = 'child' AND parent = ?", (warm["id"],))[0]
+    assert "4.0" in child["source"]

@@ -7,17 +7,26 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
+
+import pytest
 
 from optforge.search.config import SearchConfig
 from optforge.search.evolution import Search, open_journal
 from optforge.search.executors import InProcessExecutor
+from optforge.search.fitness import FitnessConfig
 
 # workers=2: two jobs per generation, so a kill can land between them
 CONFIG = SearchConfig(task="digits-mlp-test", budget=64, batch=16, population=16, tournament=4,
                       seed=3, workers=2)  # fmt: skip
 SCRIPT = """
 import sys
+from dataclasses import replace
+
+import pytest
+
 from optforge.search.config import SearchConfig
+from optforge.search.fitness import FitnessConfig
 from optforge.search.evolution import Search, open_journal
 from optforge.search.executors import InProcessExecutor
 resume = sys.argv[2] == "resume"
@@ -26,7 +35,8 @@ journal, config = open_journal(sys.argv[1], config, resume)
 Search(journal, config, InProcessExecutor()).run()
 """
 ROW = (
-    "id, kind, generation, run, parent, mutation, source, status, cache_of, eval_seed, job, fitness"
+    "id, kind, generation, run, parent, mutation, source, status, cache_of, eval_seed, job, "
+    "fitness, multiplier"
 )
 
 
@@ -71,7 +81,15 @@ def mid_generation(db) -> bool:
     ).fetchone())  # fmt: skip
 
 
-def test_kill_9_mid_generation_then_resume_matches_uninterrupted(tmp_path):
+# every fitness option at once: two tasks normalized, multipliers, two seeds, the cascade
+FITNESS = FitnessConfig(("digits-mlp-test", "shakespeare-lm-test"), multipliers=(0.5, 1.0, 2.0),
+                        seeds=2, normalize=True, hurdle=0.2)  # fmt: skip
+
+
+@pytest.mark.parametrize("config", [CONFIG, replace(CONFIG, fitness=FITNESS, budget=48)],
+                         ids=["default fitness", "every fitness option"])  # fmt: skip
+def test_kill_9_mid_generation_then_resume_matches_uninterrupted(tmp_path, config):
+    CONFIG = config
     reference = tmp_path / "reference.db"
     journal, config = open_journal(reference, CONFIG, resume=False)
     Search(journal, config, InProcessExecutor()).run()

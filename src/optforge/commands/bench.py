@@ -7,6 +7,7 @@ import argparse
 from rich.console import Console
 
 from optforge.commands.common import positive_count, positive_int, print_table, read_json
+from optforge.commands.fidelity import add_fidelity_commands
 
 
 def add_bench_commands(commands) -> None:
@@ -78,6 +79,7 @@ def add_bench_commands(commands) -> None:
         help="instead: ms per training step, split into its parts, at K = 1 and K",
     )
     ev.set_defaults(handler=_bench_eval)
+    add_fidelity_commands(benches)
 
 
 def _bench_step(args: argparse.Namespace, console: Console) -> int:

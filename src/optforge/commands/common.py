@@ -93,7 +93,7 @@ def _from_journal(spec: str):
     from pathlib import Path
 
     from optforge.program import parse
-    from optforge.search.journal import Journal, JournalError, is_journal
+    from optforge.search.journal import Journal, JournalError, folded_program, is_journal
 
     path, _, ident = spec.rpartition(":") if ":" in spec else (spec, "", "")
     if not (ident.isdigit() and is_journal(path)):
@@ -104,7 +104,7 @@ def _from_journal(spec: str):
     try:
         if ident:
             try:
-                return parse(journal.candidate(int(ident))["source"])
+                return folded_program(journal.candidate(int(ident)))
             except JournalError as e:
                 raise LookupError(str(e)) from None
         from optforge.search import report

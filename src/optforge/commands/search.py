@@ -111,6 +111,12 @@ def add_search_commands(commands) -> None:
         "worker: 1.4x faster on the LM proxy over 1,500 candidates, not worth it on the ViT "
         "proxy for short searches (docs/search.md)",
     )
+    search.add_argument(
+        "--fitness",
+        metavar="DEFINITION",
+        help="the fitness: TASK[+TASK][;mult=1/3,1,3][;seeds=N][;norm][;hurdle=X] "
+        "(default: --task's raw metric at x1, one seed; see docs/search.md)",
+    )
     search.add_argument("--finalists", type=positive_int, default=3)
     search.add_argument(
         "--no-funnel", dest="funnel", action="store_false", help="stop after the search"
@@ -180,6 +186,7 @@ def _journal_path(args) -> str:
 def _config(args, console):
     from optforge.commands.common import load_program
     from optforge.search.config import FunnelConfig, SearchConfig, default_funnel
+    from optforge.search.fitness import parse_definition
     from optforge.search.mutation import MutationConfig
 
     funnel = default_funnel(args.task)
@@ -191,6 +198,7 @@ def _config(args, console):
         if program is None:
             raise ValueError(f"cannot use --warm-start {args.warm_start!r}")
         warm = {"warm_start": program.source()}
+    fitness = {"fitness": parse_definition(args.fitness)} if args.fitness else {}
     return SearchConfig(
         task=args.task, budget=args.budget or 1000, seed=args.seed, algorithm=args.algorithm,
         population=args.population, tournament=args.tournament, batch=args.batch,
@@ -199,6 +207,7 @@ def _config(args, console):
         mutation=MutationConfig(max_length=args.max_length,
                                 constants_only=args.algorithm == "constants"),
         funnel=FunnelConfig(stages=stages, meta=meta, finalists=args.finalists), **warm,
+        **fitness,
     )  # fmt: skip
 
 
@@ -211,7 +220,7 @@ CONFIGURED = {
     "warm_start": lambda c: c.warm_start, "max_length": lambda c: c.mutation.max_length,
     "time_limit": lambda c: c.time_limit, "stages": lambda c: c.funnel.stages,
     "meta": lambda c: c.funnel.meta, "compiled": lambda c: c.compiled,
-    "finalists": lambda c: c.funnel.finalists,
+    "finalists": lambda c: c.funnel.finalists, "fitness": lambda c: c.fitness,
 }  # fmt: skip
 
 

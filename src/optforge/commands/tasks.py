@@ -30,6 +30,22 @@ def add_task_commands(commands) -> None:
     tune.add_argument("--optimizers", default="sgd,momentum,adamw,lion")
     tune.add_argument("--seeds", type=positive_int, default=3)
     tune.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    tune.add_argument(
+        "--wide",
+        action="store_true",
+        help="wide half-decade grids with two beta pairs for AdamW/Lion (meta-validation tasks)",
+    )
+    tune.add_argument(
+        "--held-out-seeds",
+        type=positive_int,
+        help="fresh seeds the best setting is re-measured on (default: --seeds)",
+    )
+    tune.add_argument(
+        "--extend",
+        type=int,
+        default=2,
+        help="grow the step-size grid past an end that holds the best, up to N times (default 2)",
+    )
     tune.set_defaults(handler=_tune)
 
 
@@ -95,15 +111,16 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
 def _tune(args: argparse.Namespace, console: Console) -> int:
     from rich.progress import Progress
 
-    from optforge.tasks.sweep import GRIDS, tune
+    from optforge.tasks.sweep import GRIDS, HELD_OUT_SEED, WIDE_GRIDS, tune
 
     task = _task(args.task, console)
     if task is None:
         return 2
+    grids = WIDE_GRIDS if args.wide else GRIDS
     names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
-    unknown = [n for n in names if n not in GRIDS]
+    unknown = [n for n in names if n not in grids]
     if unknown:
-        console.print(f"[red]error:[/red] unknown optimizers {unknown} (known: {', '.join(GRIDS)})")
+        console.print(f"[red]error:[/red] unknown optimizers {unknown} (known: {', '.join(grids)})")
         return 2
     with Progress(console=console, transient=True) as bar:
         job = bar.add_task(f"tuning on {task.name}", total=None)
@@ -111,28 +128,36 @@ def _tune(args: argparse.Namespace, console: Console) -> int:
         def progress(done: int, total: int) -> None:
             bar.update(job, completed=done, total=total)
 
-        tuned = tune(task, names, args.seeds, progress=progress)
+        tuned = tune(task, names, args.seeds, progress=progress, grids=grids,
+                     held_out_seeds=args.held_out_seeds, extend=args.extend)  # fmt: skip
     rows = []
     for t in tuned:
-        for (eta, wd), summary in t.grid.items():
-            mark = "best" if (eta, wd) == t.best else ""
-            rows.append([t.optimizer, f"{eta:g}", f"{wd:g}", summary.text(), mark])
+        for config, summary in t.grid.items():
+            mark = "best" if config == t.best else ""
+            rows.append([t.optimizer, *_setting(config), summary.text(), mark])
     print_table(
         console,
         f"{task.name}: {task.metric}, seeds 0-{args.seeds - 1}",
-        ["optimizer", "step size", "weight decay", "fitness", ""],
+        ["optimizer", "step size", "weight decay", "betas", "fitness", ""],
         rows,
         args.markdown,
     )
-    held = [[t.optimizer, f"{t.best[0]:g}" if t.best else "-", f"{t.best[1]:g}" if t.best else "-",
-             t.held_out.text() if t.held_out else "all failed"] for t in tuned]  # fmt: skip
+    n = args.held_out_seeds or args.seeds
+    held = [[t.optimizer, *(_setting(t.best) if t.best else ["-"] * 3),
+             t.held_out.text(4) if t.held_out else "all failed",
+             "yes" if t.on_edge else ""] for t in tuned]  # fmt: skip
     if args.markdown:
         print()
     print_table(
         console,
-        f"best, re-measured on fresh seeds {1000}-{1000 + args.seeds - 1}",
-        ["optimizer", "step size", "weight decay", "fitness"],
+        f"best, re-measured on fresh seeds {HELD_OUT_SEED}-{HELD_OUT_SEED + n - 1}",
+        ["optimizer", "step size", "weight decay", "betas", "fitness", "on grid edge"],
         held,
         args.markdown,
     )
     return 0
+
+
+def _setting(config: tuple[float, ...]) -> list[str]:
+    eta, wd, *betas = config
+    return [f"{eta:.3g}", f"{wd:g}", ", ".join(f"{b:g}" for b in betas) or "default"]

@@ -22,6 +22,7 @@ class Entry:
     reason: str | None = None  # why a failing training failed
     hits: int = 0
     next_seed: int = 1  # offset of the next re-training's seed (0 is the first training)
+    multiplier: float = 1.0  # the first training's best step-size multiplier
 
     @property
     def failed(self) -> bool:
@@ -66,9 +67,14 @@ class FitnessCache:
         """A miss: ``candidate`` will train this behaviour first."""
         return self.entries.setdefault(fingerprint, Entry(first=candidate))
 
-    def record(self, fingerprint: str, offset: int, fitness: float | None, reason=None) -> None:
+    def record(
+        self, fingerprint: str, offset: int, fitness: float | None, reason=None,
+        multiplier: float | None = None,
+    ) -> None:  # fmt: skip
         entry = self.entries[fingerprint]
         entry.values[offset] = fitness
+        if offset == 0 and multiplier is not None:
+            entry.multiplier = multiplier
         if fitness is None:
             entry.reason = reason
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from optforge.program import library
+from optforge.search.fitness import FitnessConfig
 from optforge.search.mutation import MutationConfig
 from optforge.tasks import registry
 
@@ -58,6 +59,7 @@ class SearchConfig:
     compiled: bool = False
     mutation: MutationConfig = MutationConfig()
     funnel: FunnelConfig = FunnelConfig()
+    fitness: FitnessConfig = FitnessConfig()  # tasks () = the search task alone
 
     def __post_init__(self) -> None:
         registry.get(self.task)  # a KeyError naming the known tasks
@@ -96,7 +98,14 @@ class SearchConfig:
         mutation = data.pop("mutation")
         mutation["weights"] = tuple(mutation["weights"])
         funnel = {k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("funnel").items()}
-        return cls(**data, mutation=MutationConfig(**mutation), funnel=FunnelConfig(**funnel))
+        fitness = FitnessConfig(**data.pop("fitness", {}))  # journals before it: the default
+        return cls(**data, mutation=MutationConfig(**mutation), funnel=FunnelConfig(**funnel),
+                   fitness=fitness)  # fmt: skip
+
+    @property
+    def scoring(self) -> FitnessConfig:
+        """The fitness configuration with its tasks filled in."""
+        return self.fitness.on(self.task)
 
 
 def default_funnel(task: str) -> FunnelConfig:

@@ -30,6 +30,7 @@ from optforge.program.program import Program
 from optforge.search.cache import FitnessCache
 from optforge.search.config import SearchConfig
 from optforge.search.executors import Job, chunk, threads_per_worker
+from optforge.search.fitness import scaled
 from optforge.search.journal import (
     SEARCHED,
     Journal,
@@ -168,7 +169,7 @@ class Search:
                 children.append((run, None, "random", random_program(rng, length)))
             else:
                 parent = self._tournament(state["populations"][run], rng)
-                program, how = mutate(self._member(parent)[0], rng, config.mutation)
+                program, how = mutate(self._folded(parent), rng, config.mutation)
                 children.append((run, parent, how, program))
         generation = state["generation"] + 1
         training: list[tuple[int, int]] = []  # (candidate, seed offset)
@@ -232,6 +233,7 @@ class Search:
                         status="failed" if ev.fitness is None else "evaluated",
                         fitness=ev.fitness,
                         reason=ev.reason,
+                        multiplier=ev.multiplier,
                     )
                 self.journal.add_results(
                     Outcome(
@@ -248,7 +250,9 @@ class Search:
             for row, ev in zip(members, evaluations, strict=True):
                 if row["kind"] in ("warm_start", "child"):
                     offset = row["eval_seed"] - self.config.eval_seed
-                    self.cache.record(row["fingerprint"], offset, ev.fitness, ev.reason)
+                    self.cache.record(
+                        row["fingerprint"], offset, ev.fitness, ev.reason, ev.multiplier
+                    )
             self.on_progress(self.progress())
 
     def _job(self, job: int, rows) -> Job:
@@ -260,6 +264,7 @@ class Search:
             self.config.time_limit,
             self.config.compiled,
             self.threads,
+            fitness=self.config.scoring,
         )
 
     def _insert(self, generation: int) -> None:
@@ -319,8 +324,9 @@ class Search:
         entry = self.cache.entries[fingerprint]
         status = "failed" if entry.failed else "cached"
         self.journal.update_candidate(
-            candidate, status=status, fitness=entry.fitness, reason=entry.reason, cache_of=source
-        )
+            candidate, status=status, fitness=entry.fitness, reason=entry.reason, cache_of=source,
+            multiplier=entry.multiplier,
+        )  # fmt: skip
 
     def _add(self, program: Program, **fields: Any) -> int:
         ident, fingerprint, finite = add_program(self.journal, program, status="new", **fields)
@@ -339,6 +345,13 @@ class Search:
             row = self.journal.candidate(candidate)
             self.members[candidate] = (parse(row["source"]), row["fingerprint"])
         return self.members[candidate]
+
+    def _folded(self, candidate: int) -> Program:
+        """A member as the population holds it: its program with the best step-size
+        multiplier of its behaviour folded in (the cache knows it once it has trained)."""
+        program, fingerprint = self._member(candidate)
+        entry = self.cache.entries.get(fingerprint)
+        return scaled(program, entry.multiplier if entry else 1.0)
 
     def _fingerprint(self, candidate: int) -> str:
         return self._member(candidate)[1]
@@ -361,7 +374,8 @@ class Search:
         for row in rows:
             if row["job"] is not None and row["status"] in ("evaluated", "failed"):
                 offset = row["eval_seed"] - self.config.eval_seed
-                self.cache.record(row["fingerprint"], offset, row["fitness"], row["reason"])
+                self.cache.record(row["fingerprint"], offset, row["fitness"], row["reason"],
+                                  row["multiplier"])  # fmt: skip
             elif row["job"] is None and row["cache_of"] is None and row["status"] == "failed":
                 self.cache.record(row["fingerprint"], 0, None, row["reason"])
 

@@ -21,6 +21,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_connections
 
+from optforge.search.fitness import FitnessConfig
+
 EXECUTORS = ("inprocess", "local", "ray")
 
 
@@ -34,6 +36,7 @@ class Job:
     compiled: bool = False
     threads: int | None = None  # torch threads while running (None: leave as is)
     hang_after: float | None = None  # seconds; default: see ``deadline``
+    fitness: FitnessConfig | None = None  # None: the task's raw metric, one seed, x1
 
     @property
     def deadline(self) -> float | None:
@@ -50,6 +53,8 @@ class Evaluation:
     reason: str | None
     final_loss: float | None = None
     seconds: float | None = None
+    multiplier: float = 1.0  # the best step-size multiplier, to fold into the program
+    stage: int = 2  # 1: stopped at the fitness cascade's hurdle
 
 
 def run_job(job: Job) -> list[Evaluation]:
@@ -74,18 +79,22 @@ def run_job(job: Job) -> list[Evaluation]:
 
 
 def _evaluate(job: Job, sources: Sequence[str], seeds: Sequence[int]) -> list[Evaluation]:
-    from optforge.program import parse
-    from optforge.tasks.registry import get
-    from optforge.tasks.train import evaluate
+    from optforge.search.fitness import FitnessConfig, score
+    from optforge.tasks.builtin import parse_optimizer
 
-    programs = [parse(s) for s in sources]
-    results = evaluate(
-        get(job.task), programs, list(seeds), time_limit=job.time_limit, compiled=job.compiled
-    )
+    config = (job.fitness or FitnessConfig()).on(job.task)
+    optimizers = [parse_optimizer(s) for s in sources]
+    results = score(config, optimizers, list(seeds), time_limit=job.time_limit,
+                    compiled=job.compiled)  # fmt: skip
     return [
         Evaluation(
-            r.fitness, r.reason, r.final_loss if math.isfinite(r.final_loss) else None, r.seconds
-        )
+            r.fitness,
+            r.reason,
+            r.final_loss if math.isfinite(r.final_loss) else None,
+            r.seconds,
+            r.multiplier,
+            r.stage,
+        )  # fmt: skip
         for r in results
     ]
 

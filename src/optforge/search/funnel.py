@@ -27,14 +27,21 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from optforge.program import parse, simplify
+from optforge.program import simplify
 from optforge.program.analysis import analyze
 from optforge.program.fingerprint import behaviour
 from optforge.program.program import Program, Statement
 from optforge.search.config import SearchConfig
 from optforge.search.evolution import BASELINES
 from optforge.search.executors import Job, chunk, threads_per_worker
-from optforge.search.journal import SEARCHED, Journal, Outcome, add_program, baseline_name
+from optforge.search.journal import (
+    SEARCHED,
+    Journal,
+    Outcome,
+    add_program,
+    baseline_name,
+    folded_program,
+)
 from optforge.search.population import rank
 from optforge.tasks import registry
 from optforge.tasks.sweep import Summary as Score
@@ -67,7 +74,7 @@ class Scorer:
         jobs = {}
         for i, part in enumerate(parts):
             if not all(p in done for p in part):
-                sources = tuple(self.journal.candidate(c)["source"] for c, _ in part)
+                sources = tuple(folded_program(self.journal.candidate(c)).source() for c, _ in part)
                 jobs[i] = (
                     part,
                     Job(
@@ -115,7 +122,8 @@ def run_funnel(journal: Journal, executor, config: SearchConfig, log=print) -> l
         log(f"funnel: {len(passing)} of {len(scores)} beat tuned AdamW ({threshold}) on {task}")
     finalists = []
     for c in survivors[: funnel.finalists]:
-        finalist = Finalist(c, journal.candidate(c)["source"], 0, "", below, stage_scores[c])
+        source = folded_program(journal.candidate(c)).source()
+        finalist = Finalist(c, source, 0, "", below, stage_scores[c])
         for task in funnel.meta:
             finalist.meta[task] = scorer.score([c], task, funnel.meta_seeds)[c]
         for ablate in (True, False):  # an ablated version that fails re-validation is dropped
@@ -227,7 +235,7 @@ def _simplify(
     """Simplify, ablate within noise (unless ``ablate`` is False), simplify again; returns
     the simplified candidate."""
     seeds = config.funnel.ablation_seeds
-    program = simplify(parse(journal.candidate(candidate)["source"]))
+    program = simplify(folded_program(journal.candidate(candidate)))
     reference = scorer.score([candidate], config.task, seeds)[candidate]
     if ablate and reference.mean is not None:
         noise = max(reference.std, 1e-3)

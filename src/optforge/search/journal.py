@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS candidates (
     fitness REAL,
     reason TEXT,
     created REAL NOT NULL,
-    finished REAL
+    finished REAL,
+    multiplier REAL               -- the best step-size multiplier, folded into its program
 );
 CREATE INDEX IF NOT EXISTS candidates_job ON candidates (job);
 CREATE INDEX IF NOT EXISTS candidates_generation ON candidates (generation);
@@ -96,6 +97,7 @@ COLUMNS = (
     "job",
     "fitness",
     "reason",
+    "multiplier",
 )
 
 
@@ -126,6 +128,9 @@ class Journal:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(candidates)")}
+        if "multiplier" not in columns:  # a journal written before step-size multipliers
+            self.db.execute("ALTER TABLE candidates ADD COLUMN multiplier REAL")
         version = self.get_meta("version")
         if version is None:
             self.set_meta("version", str(VERSION))
@@ -244,6 +249,15 @@ class Journal:
             "SELECT seed, fitness FROM results WHERE candidate = ? AND task = ?", (candidate, task)
         ).fetchall()
         return {seed: fitness for seed, fitness in rows}
+
+
+def folded_program(row: sqlite3.Row) -> Program:
+    """A candidate's program with its best step-size multiplier folded in: what it was
+    scored as, and what the funnel, ``show`` and ``export`` work with."""
+    from optforge.program import parse
+    from optforge.search.fitness import scaled
+
+    return scaled(parse(row["source"]), row["multiplier"] or 1.0)
 
 
 def _is_sqlite(path: Path) -> bool:

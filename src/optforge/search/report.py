@@ -15,7 +15,7 @@ from pathlib import Path
 from optforge.search.config import SearchConfig
 from optforge.search.evolution import BASELINES
 from optforge.search.funnel import baseline_scores, behaviour_fitness
-from optforge.search.journal import SEARCHED, Journal, baseline_name
+from optforge.search.journal import SEARCHED, Journal, baseline_name, folded_program
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def leaderboard(journal: Journal, top: int = 10) -> list[tuple[int, float, str]]
     """(candidate, search fitness, source) of the best distinct behaviours."""
     ranked = sorted(((f, c) for c, f in behaviour_fitness(journal).items() if f is not None),
                     key=lambda x: (-x[0], x[1]))  # fmt: skip
-    return [(c, f, journal.candidate(c)["source"]) for f, c in ranked[:top]]
+    return [(c, f, folded_program(journal.candidate(c)).source()) for f, c in ranked[:top]]
 
 
 def lineage(journal: Journal, candidate: int) -> list[tuple[int, str | None, float | None]]:

@@ -165,9 +165,11 @@ class ViT(BatchedModel):
 
 
 class MLP(BatchedModel):
-    """One hidden GELU layer on flattened images."""
+    """One hidden GELU layer on flattened images (``pool`` > 1: average-pooled first, so a
+    long proxy stays cheap)."""
 
-    def __init__(self, inputs: int, hidden: int, classes: int = 10):
+    def __init__(self, inputs: int, hidden: int, classes: int = 10, pool: int = 1):
+        self.pool = pool
         self.specs = [
             ParamSpec("fc1.w", (inputs, hidden), f"normal:{1 / math.sqrt(inputs)}"),
             ParamSpec("fc1.b", (hidden,), "zeros"),
@@ -175,8 +177,38 @@ class MLP(BatchedModel):
             ParamSpec("fc2.b", (classes,), "zeros"),
         ]
 
+    def prepare(self, x: Tensor) -> Tensor:
+        if self.pool > 1 and x.dim() == 3:
+            x = F.avg_pool2d(x[:, None], self.pool)[:, 0]
+        return x.flatten(1).contiguous()
+
     def forward(self, p: dict[str, Tensor], x: Tensor) -> Tensor:
         h = F.gelu(_linear(x.flatten(2), p["fc1.w"], p["fc1.b"]))
+        return _linear(h, p["fc2.w"], p["fc2.b"])
+
+
+class NgramLM(BatchedModel):
+    """The next character from the ``context`` before it: embeddings, concatenated, one
+    hidden GELU layer, logits. One prediction per window keeps a 1,000-step proxy cheap (a
+    Transformer pays its vocabulary softmax at every position)."""
+
+    def __init__(self, vocab: int, context: int, embed: int, hidden: int):
+        self.vocab, self.context, self.embed = vocab, context, embed
+        self.specs = [
+            ParamSpec("embed", (vocab, embed), "normal:0.5"),
+            ParamSpec("fc1.w", (context * embed, hidden),
+                      f"normal:{1 / math.sqrt(context * embed)}"),
+            ParamSpec("fc1.b", (hidden,), "zeros"),
+            ParamSpec("fc2.w", (hidden, vocab), f"normal:{1 / math.sqrt(hidden)}"),
+            ParamSpec("fc2.b", (vocab,), "zeros"),
+        ]  # fmt: skip
+
+    def forward(self, p: dict[str, Tensor], ids: Tensor) -> Tensor:
+        """ids [K, B, context] -> next-character logits [K, B, vocab]."""
+        k, b = ids.shape[:2]
+        offsets = (torch.arange(k, device=ids.device) * self.vocab).reshape(k, 1, 1)
+        x = F.embedding(ids + offsets, p["embed"].reshape(k * self.vocab, self.embed))
+        h = F.gelu(_linear(x.reshape(k, b, -1), p["fc1.w"], p["fc1.b"]))
         return _linear(h, p["fc2.w"], p["fc2.b"])
 
 

@@ -24,7 +24,8 @@ from torch import Tensor
 from optforge.program import library
 from optforge.program.program import Program, Statement
 from optforge.tasks import data as datasets
-from optforge.tasks.models import MLP, BatchedModel, CharLM, ViT
+from optforge.tasks.builtin import Builtin
+from optforge.tasks.models import MLP, BatchedModel, CharLM, NgramLM, ViT
 from optforge.tasks.train import cross_entropy
 
 SEED_STRIDE = 1_000_003  # keeps the data-order stream of seed s apart from the init stream
@@ -43,13 +44,19 @@ class Task:
     eval_size: int  # validation images, or validation windows of text
     warmup: float = 0.05
     description: str = ""
+    eval_offset: int = 0  # vision: the first validation image scored (tasks share the split)
     baselines: tuple[tuple[str, tuple[float, ...]], ...] = field(default=())
 
     # -- data and model -----------------------------------------------------------------------
 
     @property
     def language(self) -> bool:
-        return self.architecture == "lm"
+        return self.architecture in ("lm", "ngram")
+
+    @property
+    def last_only(self) -> bool:
+        """Only the character after each window is predicted (n-gram models)."""
+        return self.architecture == "ngram"
 
     @property
     def metric(self) -> str:
@@ -64,6 +71,8 @@ class Task:
             return ViT(**cfg)
         if self.architecture == "mlp":
             return MLP(**cfg)
+        if self.architecture == "ngram":
+            return NgramLM(vocab=len(self.data().vocab), **cfg)
         return CharLM(vocab=len(self.data().vocab), **cfg)
 
     def batches(self, seeds) -> Callable[[int], tuple[Tensor, Tensor]]:
@@ -86,7 +95,7 @@ class Task:
         def text(t: int):
             starts = torch.stack([torch.randint(0, n, (self.batch,), generator=g) for g in gens])
             windows = d.train[starts[..., None] + torch.arange(context + 1)]
-            return windows[..., :-1], windows[..., 1:]
+            return windows[..., :-1], windows[..., -1] if self.last_only else windows[..., 1:]
 
         return text
 
@@ -127,16 +136,18 @@ class Task:
         d = self.data()
         gen = torch.Generator().manual_seed(12345)
         if not self.language:
-            n = self.eval_size
-            return self.model().prepare(d.x_val[:n]), d.y_val[:n]
+            a, b = self.eval_offset, self.eval_offset + self.eval_size
+            if b > len(d.x_val):
+                raise ValueError(f"task {self.name}: validation images {a}-{b} of {len(d.x_val)}")
+            return self.model().prepare(d.x_val[a:b]), d.y_val[a:b]
         context = dict(self.config)["context"]
         starts = torch.randint(0, len(d.val) - context - 1, (self.eval_size,), generator=gen)
         windows = d.val[starts[:, None] + torch.arange(context + 1)]
-        return windows[:, :-1], windows[:, 1:]
+        return windows[:, :-1], windows[:, -1] if self.last_only else windows[:, 1:]
 
     # -- baselines ----------------------------------------------------------------------------
 
-    def baseline(self, name: str) -> Program:
+    def baseline(self, name: str) -> Program | Builtin:
         """The tuned library optimizer ``name`` as a program for this task."""
         params = dict(self.baselines).get(name)
         if params is None:
@@ -154,14 +165,24 @@ def with_step_size(program: Program, eta: float) -> Program:
 BASELINE_FACTORIES = {
     "sgd": lambda wd: library.sgd(weight_decay=wd),
     "momentum": lambda wd: library.momentum(0.9, weight_decay=wd),
-    "adamw": lambda wd: library.adamw(0.9, 0.999, weight_decay=wd, eps=1e-8),
-    "lion": lambda wd: library.lion(0.9, 0.99, weight_decay=wd),
+    "adamw": lambda wd, b1=0.9, b2=0.999: library.adamw(b1, b2, weight_decay=wd, eps=1e-8),
+    "lion": lambda wd, b1=0.9, b2=0.99: library.lion(b1, b2, weight_decay=wd),
 }
+# AdamW as torch.optim.AdamW runs it (bias correction, eps): a built-in, not a program
+BUILTIN_BASELINES = ("torch_adamw",)
 
 
-def baseline_program(name: str, eta: float, weight_decay: float = 0.0) -> Program:
-    """A library optimizer with step size ``eta`` and decoupled weight decay (times lr)."""
-    return with_step_size(BASELINE_FACTORIES[name](weight_decay), eta)
+def baseline_program(name: str, eta: float, weight_decay: float = 0.0,
+                     *betas: float) -> Program | Builtin:  # fmt: skip
+    """A library optimizer with step size ``eta``, decoupled weight decay (times lr) and,
+    for AdamW and Lion, optional ``(beta1, beta2)``."""
+    if name == "torch_adamw":
+        b1, b2 = betas or (0.9, 0.999)
+        return Builtin("torch_adamw", float(eta), float(b1), float(b2), 1e-8, float(weight_decay))
+    if name not in BASELINE_FACTORIES:
+        known = (*BASELINE_FACTORIES, *BUILTIN_BASELINES)
+        raise ValueError(f"unknown baseline {name!r} (known: {', '.join(known)})")
+    return with_step_size(BASELINE_FACTORIES[name](weight_decay, *betas), eta)
 
 
 def _vit(**kw) -> tuple[tuple[str, int], ...]:
@@ -195,6 +216,23 @@ TASKS: dict[str, Task] = {
         Task("mnist5k-vit-meta", "meta", "mnist_5k", "vit",
              _vit(image=28, patch=7, dim=24, depth=2, heads=2), steps=400, batch=64,
              eval_size=750, description="meta-validation: a ViT of another width on MNIST-5k"),
+        # proxies long enough for the schedule to matter (1,000 steps at batch 64) at the cost
+        # of tier A, by shrinking width, tokens and the evaluation set (docs/tasks.md)
+        Task("fmnist-mlp-p", "A", "fashion_mnist", "mlp",
+             _vit(inputs=196, hidden=32, pool=2), steps=1000, batch=64,
+             eval_size=1000, eval_offset=4000,
+             description="long-horizon proxy: an MLP on 14x14 images, 1,000 steps at batch 64"),
+        Task("shakespeare-ngram-p", "A", "shakespeare", "ngram",
+             _vit(context=8, embed=8, hidden=64), steps=1000, batch=64, eval_size=2048,
+             description="long-horizon proxy: an 8-gram MLP LM, 1,000 steps at batch 64"),
+        # meta-validation at >= 30x those proxies, large validation sets, low seed spread
+        Task("fmnist-vit-meta", "meta", "fashion_mnist", "vit",
+             _vit(image=28, patch=7, dim=16, depth=2, heads=2), steps=1000, batch=64,
+             eval_size=4000,
+             description="meta-validation: a 2-layer ViT, 1,000 steps at batch 64"),
+        Task("kjv-lm-meta-l", "meta", "kjv", "lm",
+             _vit(context=32, dim=24, depth=1, heads=2), steps=1000, batch=32, eval_size=2048,
+             description="meta-validation: a Transformer LM on the King James Bible"),
         Task("digits-mlp-test", "test", "digits", "mlp",
              _vit(inputs=64, hidden=32), steps=60, batch=32, eval_size=300,
              description="tests: an MLP on sklearn digits"),
@@ -228,8 +266,9 @@ BASELINES: dict[str, dict[str, tuple[float, float]]] = {
                          "lion": (0.01, 1.0)},
     "digits-mlp-test": {"sgd": (1.0, 0.0), "momentum": (0.3, 0.0), "adamw": (0.01, 0.0),
                         "lion": (0.03, 1.0)},
-    "digits-mlp-test-b": {"adamw": (0.01, 0.0), "lion": (0.01, 1.0)},
-    "mnist5k-mlp-test": {"adamw": (0.003, 0.0), "lion": (0.01, 0.0)},
+    "digits-mlp-test-b": {"sgd": (1.0, 0.0), "adamw": (0.01, 0.0), "lion": (0.01, 1.0)},
+    "mnist5k-mlp-test": {"sgd": (0.3, 0.0), "adamw": (0.003, 0.0), "lion": (0.01, 0.0)},
+    "shakespeare-lm-test": {"sgd": (1.0, 0.0), "adamw": (0.01, 0.0)},
 }  # fmt: skip
 # The funnel after each search task: (stages of growing cost, meta-validation tasks).
 FUNNELS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

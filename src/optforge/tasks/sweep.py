@@ -6,7 +6,6 @@ the reported fitness is not inflated by the choice (a best-of-grid on the same s
 
 from __future__ import annotations
 
-import itertools
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,11 +14,34 @@ from optforge.program.program import Program
 from optforge.tasks.registry import Task, baseline_program
 from optforge.tasks.train import Result, evaluate
 
-GRIDS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "sgd": ((0.03, 0.1, 0.3, 1.0, 3.0), (0.0,)),
-    "momentum": ((0.01, 0.03, 0.1, 0.3, 1.0), (0.0,)),
-    "adamw": ((3e-4, 1e-3, 3e-3, 1e-2, 3e-2), (0.0, 0.1)),
-    "lion": ((3e-4, 1e-3, 3e-3, 1e-2, 3e-2), (0.0, 1.0)),
+
+@dataclass(frozen=True)
+class Grid:
+    """Step sizes x weight decays x betas (``()``: the optimizer's default betas)."""
+
+    etas: tuple[float, ...]
+    weight_decays: tuple[float, ...]
+    betas: tuple[tuple[float, ...], ...] = ((),)
+
+    def configs(self) -> list[tuple[float, ...]]:
+        return [(eta, wd, *b) for b in self.betas for eta in self.etas
+                for wd in self.weight_decays]  # fmt: skip
+
+
+HALF_DECADES = tuple(round(10 ** (e / 2), 12) for e in range(-8, -1))  # 1e-4, 3.16e-4, ... 1e-1
+GRIDS: dict[str, Grid] = {
+    "sgd": Grid((0.03, 0.1, 0.3, 1.0, 3.0), (0.0,)),
+    "momentum": Grid((0.01, 0.03, 0.1, 0.3, 1.0), (0.0,)),
+    "adamw": Grid((3e-4, 1e-3, 3e-3, 1e-2, 3e-2), (0.0, 0.1)),
+    "lion": Grid((3e-4, 1e-3, 3e-3, 1e-2, 3e-2), (0.0, 1.0)),
+    # AdamW as users run it (torch.optim.AdamW), two beta pairs, a wide log grid
+    "torch_adamw": Grid(HALF_DECADES[1:], (0.0, 0.01, 0.1, 1.0), ((0.9, 0.999), (0.9, 0.95))),
+}
+# issue-10 style wide grids for Lion: its two recommended beta pairs, 3-10x larger decays
+WIDE_GRIDS: dict[str, Grid] = {
+    **GRIDS,
+    "sgd": Grid((0.01, 0.03, 0.1, 0.3, 1.0, 3.0), (0.0,)),
+    "lion": Grid(HALF_DECADES[:-1], (0.0, 0.1, 1.0, 10.0), ((0.9, 0.99), (0.95, 0.98))),
 }
 HELD_OUT_SEED = 1000  # fresh seeds start here
 
@@ -70,9 +92,10 @@ def evaluate_many(
 @dataclass(frozen=True)
 class Tuned:
     optimizer: str
-    grid: dict[tuple[float, float], Summary]  # (eta, weight decay) -> tuning-seed summary
-    best: tuple[float, float] | None
+    grid: dict[tuple[float, ...], Summary]  # (eta, weight decay, *betas) -> tuning-seed summary
+    best: tuple[float, ...] | None
     held_out: Summary | None
+    on_edge: bool = False  # the best step size is still at an end of the (extended) grid
 
 
 def tune(
@@ -80,31 +103,53 @@ def tune(
     optimizers: Sequence[str] = tuple(GRIDS),
     seeds: int = 3,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    grids: dict[str, Grid] = GRIDS,
+    held_out_seeds: int | None = None,
+    extend: int = 0,
 ) -> list[Tuned]:
-    """Grid-search each optimizer on seeds 0..seeds-1; re-measure the best on fresh seeds."""
-    configs = [
-        (name, eta, wd) for name in optimizers for eta, wd in itertools.product(*GRIDS[name])
-    ]
-    candidates = [(baseline_program(n, eta, wd), s) for n, eta, wd in configs for s in range(seeds)]
-    results = evaluate_many(task, candidates, progress=progress)
-    tuned, best_candidates = [], []
+    """Grid-search each optimizer on seeds 0..seeds-1; re-measure the best on fresh seeds
+    (``held_out_seeds`` of them, default ``seeds``). ``extend`` > 0 grows the step-size grid
+    by a half-decade past whichever end holds the best, up to that many times, so that no
+    reported optimum sits on an edge of its grid."""
+    unknown = [n for n in optimizers if n not in grids]
+    if unknown:
+        raise ValueError(f"unknown optimizers {unknown} (known: {', '.join(grids)})")
+    tuned = []
     for name in optimizers:
-        grid = {}
-        for i, (n, eta, wd) in enumerate(configs):
-            if n == name:
-                grid[(eta, wd)] = Summary.of(results[i * seeds : (i + 1) * seeds])
-        ok = {k: v for k, v in grid.items() if v.mean is not None}
-        best = max(ok, key=lambda k: ok[k].mean) if ok else None
-        tuned.append(Tuned(name, grid, best, None))
-        if best is not None:
-            best_candidates += [(baseline_program(name, *best), HELD_OUT_SEED + s)
-                                for s in range(seeds)]  # fmt: skip
-    held = evaluate_many(task, best_candidates)
+        configs = grids[name].configs()
+        grid = _sweep(task, name, configs, seeds, progress)
+        for _ in range(extend):
+            best = _best(grid)
+            etas = sorted({c[0] for c in grid})
+            if best is None or etas[0] < best[0] < etas[-1]:
+                break
+            eta = best[0] * (10**0.5 if best[0] == etas[-1] else 10**-0.5)
+            more = [(round(eta, 12), *c[1:]) for c in configs if c[0] == best[0]]
+            grid.update(_sweep(task, name, more, seeds, progress))
+        best = _best(grid)
+        etas = sorted({c[0] for c in grid})
+        edge = best is not None and len(etas) > 1 and best[0] in (etas[0], etas[-1])
+        tuned.append(Tuned(name, grid, best, None, edge))
+    n = held_out_seeds or seeds
+    held = evaluate_many(task, [(baseline_program(t.optimizer, *t.best), HELD_OUT_SEED + s)
+                                for t in tuned if t.best for s in range(n)])  # fmt: skip
     out, i = [], 0
     for t in tuned:
         if t.best is None:
             out.append(t)
             continue
-        out.append(Tuned(t.optimizer, t.grid, t.best, Summary.of(held[i : i + seeds])))
-        i += seeds
+        out.append(Tuned(t.optimizer, t.grid, t.best, Summary.of(held[i : i + n]), t.on_edge))
+        i += n
     return out
+
+
+def _sweep(task, name, configs, seeds, progress) -> dict[tuple[float, ...], Summary]:
+    candidates = [(baseline_program(name, *c), s) for c in configs for s in range(seeds)]
+    results = evaluate_many(task, candidates, progress=progress)
+    return {c: Summary.of(results[i * seeds : (i + 1) * seeds]) for i, c in enumerate(configs)}
+
+
+def _best(grid: dict[tuple[float, ...], Summary]) -> tuple[float, ...] | None:
+    ok = {k: v for k, v in grid.items() if v.mean is not None}
+    return max(ok, key=lambda k: ok[k].mean) if ok else None

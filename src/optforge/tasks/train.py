@@ -26,6 +26,7 @@ from torch import Tensor
 
 from optforge.program.execute import Segments, prepare
 from optforge.program.program import Program
+from optforge.tasks.builtin import Builtin, BuiltinUpdater
 
 DIVERGENCE = 3.0  # a loss this many times the initial one has diverged
 
@@ -48,7 +49,7 @@ def schedule(steps: int, warmup: float) -> list[float]:
 
 def evaluate(
     task,
-    programs: Sequence[Program],
+    programs: Sequence[Program | Builtin],
     seeds: Sequence[int],
     *,
     time_limit: float | None = None,
@@ -111,8 +112,12 @@ class Batch:
         self._loss = _compiled_loss(task) if compiled else _loss(task, self.model)
         self.theta = self.model.init(list(seeds)).requires_grad_(True)
         self.v1, self.v2 = torch.zeros_like(self.theta), torch.zeros_like(self.theta)
-        self.updaters = [_Updater(program, rows, self.model.sizes, self.theta, self.v1, self.v2)
-                         for program, rows in _groups(programs)]  # fmt: skip
+        self.updaters = [
+            BuiltinUpdater(program, sorted(rows), self.theta, self.v1, self.v2)
+            if isinstance(program, Builtin)
+            else _Updater(program, rows, self.model.sizes, self.theta, self.v1, self.v2)
+            for program, rows in _groups(programs)
+        ]
         self.data = task.batches(seeds)  # step t -> (x, y)
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
@@ -156,31 +161,64 @@ def _compiled_loss(task):
     return loss
 
 
-def _groups(programs: Sequence[Program]) -> list[tuple[Program, list[int]]]:
-    """Rows sharing a program; a program with a global reduction gets one group per row."""
-    shared: dict[Program, list[int]] = {}
+def _groups(programs: Sequence[Program | Builtin]) -> list[tuple[Program, dict[int, float]]]:
+    """Rows that can step together: {row: factor} per program body. Programs that differ
+    only in a trailing ``update = update * c`` (the step-size multipliers of one candidate,
+    a program and its folded self) share their body and scale each row's update by its own
+    ``c``, which computes exactly what each program computes alone. A program with a global
+    reduction gets one group per row (its reduction must not mix candidates)."""
+    shared: dict[Program | Builtin, dict[int, float]] = {}
     alone = []
+    reductions = ("global_norm", "clip_by_global_norm")
     for i, p in enumerate(programs):
-        if any(s.op in ("global_norm", "clip_by_global_norm") for s in p.statements):
-            alone.append((p, [i]))
+        if isinstance(p, Builtin):
+            shared.setdefault(p, {})[i] = 1.0
+            continue
+        body, factor = _trailing_scale(p)
+        if any(s.op in reductions for s in p.statements):
+            alone.append((body, {i: factor}))
         else:
-            shared.setdefault(p, []).append(i)
+            shared.setdefault(body, {})[i] = factor
     return [*shared.items(), *alone]
+
+
+def _trailing_scale(program: Program) -> tuple[Program, float | None]:
+    """``program`` without a last statement ``out = out * literal`` and that literal (None
+    when there is no such statement: the update is not scaled at all)."""
+    out, last = program.returns[0], program.statements[-1] if program.statements else None
+    if (
+        last is not None
+        and last.target == out
+        and last.op == "mul"
+        and last.args[0] == out
+        and not isinstance(last.args[1], str)
+        and len(program.statements) > 1
+    ):
+        return Program(program.statements[:-1], program.returns), float(last.args[1])
+    return program, None
 
 
 class _Updater:
     """One program updating its rows of theta (and their states) in one run per step; what
     does not change between steps (kernel, row index, views, layout) is worked out once."""
 
-    def __init__(self, program: Program, rows: list[int], sizes: list[int], theta, v1, v2):
+    def __init__(self, program: Program, rows: list[int] | dict[int, float | None],
+                 sizes: list[int], theta, v1, v2):  # fmt: skip
+        """``rows``: the rows it steps, or {row: trailing scale of its update (None: none)}."""
         self.prepared = prepare(program, torch.float32, torch.device("cpu"))
+        self.all_factors = rows if isinstance(rows, dict) else dict.fromkeys(rows)
         self.sizes, self.tensors = sizes, (theta, v1, v2)
-        self._use(rows)
+        self._use(sorted(self.all_factors))
 
     def _use(self, rows: list[int]) -> None:
         self.rows = rows
         if not rows:
             return
+        # each row's trailing scale, as its own program's last statement would apply it
+        scales = [self.all_factors[r] for r in rows]
+        self.factors = None
+        if any(f is not None for f in scales):
+            self.factors = torch.tensor([1.0 if f is None else f for f in scales])[:, None]
         # one row, or a contiguous run of rows, is a flat view: updated in place, no copies
         contiguous = rows == list(range(rows[0], rows[0] + len(rows)))
         self.index = slice(rows[0], rows[-1] + 1) if contiguous else torch.tensor(rows)
@@ -203,6 +241,8 @@ class _Updater:
             # values through the writes below, as it would without views (ProgramOptimizer)
             new_v1, new_v2 = (_detached(new, own, (w, s1, s2))
                               for new, own in ((new_v1, s1), (new_v2, s2)))  # fmt: skip
+            if self.factors is not None:
+                update = (update.reshape(len(self.rows), -1) * self.factors).view(-1)
             w.sub_(update)
             for state, new in ((s1, new_v1), (s2, new_v2)):
                 if new is not None and new is not state:  # an untouched state stays put
@@ -213,7 +253,7 @@ class _Updater:
             theta[i], grad[i], v1[i] if "v1" in reads else None,
             v2[i] if "v2" in reads else None, lr, self.segments,
         )  # fmt: skip
-        theta[i] -= update
+        theta[i] -= update if self.factors is None else update * self.factors
         for state, new in ((v1, new_v1), (v2, new_v2)):
             if new is not None:
                 state[i] = new

@@ -1,0 +1,321 @@
+"""Fidelity of a fitness: how well it ranks programs the way larger tasks do.
+
+A fitness is only as good as the order it puts programs in. ``optforge bench fidelity`` scores
+one fixed sample of programs (``docs/data/fidelity-programs.txt``: search journal programs
+across the fitness range, library optimizers, hand-written variants) with several fitness
+definitions side by side, trains each program on target tasks over several seeds, and reports
+Spearman's rho between each fitness and each target, the top-10 overlap, and the seconds one
+candidate costs.
+
+A definition with step-size multipliers folds its best multiplier into the program (the search
+stores it so), so its target is the target task's score of the program times that multiplier;
+the targets are therefore trained at x1 and at each multiplier a definition chose. Every training
+result is stored in an SQLite file as it lands, so an interrupted run resumes where it stopped
+and a new definition costs only its own fitness runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sqlite3
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from optforge.program.program import Program
+from optforge.search.fitness import parse_definition, scaled, score
+from optforge.tasks import registry
+from optforge.tasks.builtin import Builtin, parse_optimizer
+from optforge.tasks.train import evaluate
+
+TARGET_SEEDS = (500, 501, 502)  # apart from every fitness seed and every funnel seed
+
+
+# -- the program sample ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str  # e.g. "journal:fmnist-vit-a-seed0:412 (fitness 0.66)" or "library:lion"
+    optimizer: Program | Builtin
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha1(self.optimizer.source().encode()).hexdigest()[:16]
+
+
+def read_sample(path: str | Path) -> list[Sample]:
+    """Entries separated by ``## NAME`` lines, each a program's source or a built-in's text."""
+    text = Path(path).read_text()
+    samples, name, lines = [], None, []
+
+    def flush():
+        if name is not None:
+            body = "\n".join(lines).strip()
+            if not body:
+                raise ValueError(f"{path}: entry {name!r} has no program")
+            samples.append(Sample(name, parse_optimizer(body)))
+
+    for line in text.splitlines():
+        if line.startswith("## "):
+            flush()
+            name, lines = line[3:].strip(), []
+        elif name is not None and not line.startswith("#"):
+            lines.append(line)
+    flush()
+    keys = [s.key for s in samples]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{path}: the same program appears twice")
+    return samples
+
+
+def write_sample(path: str | Path, samples: Sequence[Sample], header: str = "") -> None:
+    parts = [f"# {line}".rstrip() for line in header.splitlines()]
+    for s in samples:
+        parts += ["", f"## {s.name}", s.optimizer.source()]
+    Path(path).write_text("\n".join(parts) + "\n")
+
+
+# -- fitness definitions -----------------------------------------------------------------------
+
+
+# -- the store ---------------------------------------------------------------------------------
+
+
+class Store:
+    """Results as they land: fitness per (definition, program), target per (task, program,
+    multiplier, seed)."""
+
+    def __init__(self, path: str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS fitness (definition TEXT, program TEXT, fitness REAL,
+                multiplier REAL, seconds REAL, PRIMARY KEY (definition, program));
+            CREATE TABLE IF NOT EXISTS target (task TEXT, program TEXT, multiplier REAL,
+                seed INTEGER, value REAL, PRIMARY KEY (task, program, multiplier, seed));
+            """
+        )
+
+    def fitness(self, definition: str) -> dict[str, tuple[float | None, float, float]]:
+        rows = self.db.execute(
+            "SELECT program, fitness, multiplier, seconds FROM fitness WHERE definition = ?",
+            (definition,),
+        )
+        return {p: (f, m, s) for p, f, m, s in rows}
+
+    def add_fitness(self, definition: str, rows) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO fitness VALUES (?, ?, ?, ?, ?)",
+                [(definition, *row) for row in rows],
+            )
+
+    def targets(self, task: str) -> dict[tuple[str, float, int], float | None]:
+        rows = self.db.execute(
+            "SELECT program, multiplier, seed, value FROM target WHERE task = ?", (task,)
+        )
+        return {(p, m, s): v for p, m, s, v in rows}
+
+    def add_targets(self, task: str, rows) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO target VALUES (?, ?, ?, ?, ?)",
+                [(task, *row) for row in rows],
+            )
+
+
+# -- the measurement ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    definition: str
+    seconds_per_candidate: float
+    rho: dict[str, float]  # target task -> Spearman rho
+    top10: dict[str, float]  # target task -> fraction of the target's top 10 in the fitness's
+    fitness: list[float | None]  # per program
+    targets: dict[str, list[float | None]]  # target task -> per program (folded program)
+
+
+def measure(
+    samples: Sequence[Sample],
+    definitions: Sequence[str],
+    targets: Sequence[str],
+    store: Store,
+    *,
+    target_seeds: Sequence[int] = TARGET_SEEDS,
+    fitness_seed: int = 0,
+    batch: int = 48,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[Row]:
+    """Score ``samples`` with every definition and on every target; returns one row per
+    definition (in order)."""
+    configs = {d: parse_definition(d) for d in definitions}
+    for task in targets:
+        registry.get(task)
+    # fitness: each definition over all programs, in batches, stored per batch
+    for text, config in configs.items():
+        done = store.fitness(text)
+        todo = [s for s in samples if s.key not in done]
+        for start in range(0, len(todo), batch):
+            part = todo[start : start + batch]
+            begin = time.perf_counter()
+            scored = score(config, [s.optimizer for s in part], [fitness_seed] * len(part))
+            each = (time.perf_counter() - begin) / len(part)
+            store.add_fitness(
+                text,
+                [(s.key, r.fitness, r.multiplier, each) for s, r in zip(part, scored, strict=True)],
+            )
+            if progress:
+                progress(f"fitness {config.label}", len(samples) - len(todo) + start + len(part),
+                         len(samples))  # fmt: skip
+    # targets: each program at x1 and at every multiplier a definition folded into it
+    needed = {(s.key, 1.0) for s in samples}
+    for text in configs:
+        needed |= {(key, m) for key, (_, m, _) in store.fitness(text).items()}
+    by_key = {s.key: s for s in samples}
+    for task_name in targets:
+        task = registry.get(task_name)
+        have = store.targets(task_name)
+        wanted = [(by_key[k], m, seed) for k, m in sorted(needed) if k in by_key
+                  for seed in target_seeds]  # fmt: skip
+        cells = [(s, m, seed) for s, m, seed in wanted if (s.key, m, seed) not in have]
+        for start in range(0, len(cells), batch):
+            part = cells[start : start + batch]
+            results = evaluate(task, [scaled(s.optimizer, m) for s, m, _ in part],
+                               [seed for *_, seed in part])  # fmt: skip
+            rows = zip(part, results, strict=True)
+            store.add_targets(task_name, [(s.key, m, seed, r.fitness) for (s, m, seed), r in rows])
+            if progress:
+                progress(f"target {task_name}", len(wanted) - len(cells) + start + len(part),
+                         len(wanted))  # fmt: skip
+    return [_row(text, samples, store, targets, target_seeds) for text in definitions]
+
+
+def _row(definition, samples, store: Store, targets, target_seeds) -> Row:
+    scored = store.fitness(definition)
+    fitness = [scored[s.key][0] for s in samples]
+    rho, top10, values = {}, {}, {}
+    for task in targets:
+        have = store.targets(task)
+        per_program = []
+        for s in samples:
+            m = scored[s.key][1]
+            seeds = [have[(s.key, m, seed)] for seed in target_seeds]
+            per_program.append(None if any(v is None for v in seeds) else statistics.fmean(seeds))
+        values[task] = per_program
+        rho[task] = spearman(fitness, per_program)
+        top10[task] = top_overlap(fitness, per_program, 10)
+    seconds = statistics.fmean(scored[s.key][2] for s in samples)
+    return Row(definition, seconds, rho, top10, fitness, values)
+
+
+# -- statistics --------------------------------------------------------------------------------
+
+
+def ranks(values: Sequence[float | None]) -> np.ndarray:
+    """Average ranks (1 = lowest); failures (None, NaN) tie below every value."""
+    x = np.array([-math.inf if v is None or math.isnan(v) else v for v in values], dtype=float)
+    order = np.argsort(x, kind="stable")
+    r = np.empty(len(x))
+    r[order] = np.arange(1, len(x) + 1)
+    for value in np.unique(x):  # ties share their average rank
+        tied = x == value
+        r[tied] = r[tied].mean()
+    return r
+
+
+def spearman(a: Sequence[float | None], b: Sequence[float | None]) -> float:
+    """Spearman's rank correlation with average ranks for ties (NaN when one side is
+    constant)."""
+    if len(a) != len(b):
+        raise ValueError(f"{len(a)} values against {len(b)}")
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return math.nan
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def top_overlap(a: Sequence[float | None], b: Sequence[float | None], n: int) -> float:
+    """The fraction of b's top ``n`` that is also in a's top ``n`` (failures rank last)."""
+
+    def top(values):
+        key = [(-math.inf if v is None else v) for v in values]
+        return set(sorted(range(len(values)), key=lambda i: (-key[i], i))[:n])
+
+    n = min(n, len(a))
+    return len(top(a) & top(b)) / n if n else math.nan
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def table(rows: Sequence[Row], targets: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    columns = ["fitness", "s/candidate", *(f"rho {t}" for t in targets), "rho mean",
+               *(f"top-10 {t}" for t in targets)]  # fmt: skip
+    out = []
+    for row in rows:
+        rhos = [row.rho[t] for t in targets]
+        out.append([row.definition, f"{row.seconds_per_candidate:.3f}",
+                    *(f"{r:.3f}" for r in rhos), f"{statistics.fmean(rhos):.3f}",
+                    *(f"{row.top10[t]:.1f}" for t in targets)])  # fmt: skip
+    return columns, out
+
+
+def plot(rows: Sequence[Row], targets: Sequence[str], path: str | Path) -> None:
+    """One panel per (definition, target): target against fitness, one point per program."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), len(targets), squeeze=False,
+                             figsize=(4.2 * len(targets), 3.4 * len(rows)))  # fmt: skip
+    for i, row in enumerate(rows):
+        for j, task in enumerate(targets):
+            ax = axes[i][j]
+            pairs = [(f, t) for f, t in zip(row.fitness, row.targets[task], strict=True)
+                     if f is not None and t is not None]  # fmt: skip
+            if pairs:
+                ax.scatter(*zip(*pairs, strict=True), s=12, alpha=0.7)
+            failed = sum(
+                f is None or t is None for f, t in zip(row.fitness, row.targets[task], strict=True)
+            )
+            ax.set_title(f"{row.definition}\nrho {row.rho[task]:.2f}, {failed} failed",
+                         fontsize=8)  # fmt: skip
+            ax.set_xlabel("fitness", fontsize=8)
+            ax.set_ylabel(task, fontsize=8)
+            ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def to_json(rows: Sequence[Row], samples: Sequence[Sample]) -> str:
+    return json.dumps(
+        {
+            "programs": [s.name for s in samples],
+            "rows": [
+                {
+                    "definition": r.definition,
+                    "seconds_per_candidate": r.seconds_per_candidate,
+                    "rho": r.rho,
+                    "top10": r.top10,
+                    "fitness": r.fitness,
+                    "targets": r.targets,
+                }
+                for r in rows
+            ],  # fmt: skip
+        },
+        indent=1,
+    )

@@ -1,0 +1,90 @@
+"""The program sample of ``optforge bench fidelity``: what a search really produces, across its
+whole fitness range, plus the optimizers people know and variants that test a fitness's traps
+(a good algorithm at the wrong scale, a program that ignores the schedule)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from optforge.bench.fidelity import Sample
+from optforge.program import library
+from optforge.program.program import Program, Statement
+from optforge.search.fitness import scaled
+from optforge.search.funnel import behaviour_fitness
+from optforge.search.journal import Journal, folded_program, is_journal
+from optforge.tasks.registry import baseline_program, with_step_size
+
+
+def build(journals: Sequence[str], per_journal: int) -> list[Sample]:
+    samples: list[Sample] = []
+    for path in journals:
+        samples += from_journal(path, per_journal)
+    samples += known()
+    seen, out = set(), []
+    for s in samples:  # the first of identical programs stays
+        if s.key not in seen:
+            seen.add(s.key)
+            out.append(s)
+    return out
+
+
+def from_journal(path: str, count: int) -> list[Sample]:
+    """``count`` distinct behaviours evenly spaced over the journal's fitness range (failed
+    ones left out: every fitness ranks them last alike)."""
+    if not is_journal(path):
+        raise ValueError(f"{path} is not a search journal")
+    journal = Journal(path)
+    try:
+        scored = sorted((f, c) for c, f in behaviour_fitness(journal).items() if f is not None)
+        if not scored:
+            raise LookupError(f"{path} has no evaluated candidate")
+        picks = sorted({round(i * (len(scored) - 1) / max(1, count - 1))
+                        for i in range(min(count, len(scored)))})  # fmt: skip
+        name = Path(path).stem
+        return [
+            Sample(f"journal:{name}:{scored[i][1]} (search fitness {scored[i][0]:.4f})",
+                   folded_program(journal.candidate(scored[i][1])))
+            for i in picks
+        ]  # fmt: skip
+    finally:
+        journal.close()
+
+
+def _constant_step(program: Program, eta: float) -> Program:
+    """``program`` ignoring the schedule: ``lr`` is replaced by the constant ``eta``."""
+    constant = (Statement("lr", "mul", ("lr", 0.0)), Statement("lr", "add", ("lr", float(eta))))
+    return Program((*constant, *program.statements), program.returns)
+
+
+def known() -> list[Sample]:
+    """Library optimizers at sensible step sizes for the small tasks, and hand variants."""
+    rows: list[tuple[str, Program | object]] = [
+        ("library:sgd eta 1", baseline_program("sgd", 1.0)),
+        ("library:momentum eta 0.1", baseline_program("momentum", 0.1)),
+        ("library:adamw (paper form, eps) eta 3e-3", baseline_program("adamw", 3e-3)),
+        ("library:adamw (paper form, eps) eta 1e-2", baseline_program("adamw", 1e-2)),
+        ("builtin:torch AdamW eta 3e-3", baseline_program("torch_adamw", 3e-3)),
+        ("builtin:torch AdamW eta 1e-2 betas 0.9,0.95", baseline_program("torch_adamw", 1e-2, 0.0,
+                                                                        0.9, 0.95)),
+        ("library:lion eta 1e-3", baseline_program("lion", 1e-3)),
+        ("library:lion eta 3e-3 wd 1", baseline_program("lion", 3e-3, 1.0)),
+        ("library:lion eta 1e-2", baseline_program("lion", 1e-2)),
+        ("library:lion betas 0.95,0.98 eta 3e-3", baseline_program("lion", 3e-3, 0.0, 0.95, 0.98)),
+        ("library:signum eta 3e-3", with_step_size(library.signum(0.9), 3e-3)),
+        ("library:signum beta 0.99 eta 3e-3", with_step_size(library.signum(0.99), 3e-3)),
+        ("library:rmsprop eta 3e-3", with_step_size(library.rmsprop(0.99), 3e-3)),
+        ("library:adabelief eta 3e-3", with_step_size(library.adabelief(), 3e-3)),
+        ("library:powersign eta 0.03", with_step_size(library.powersign(), 0.03)),
+        ("library:addsign eta 0.03", with_step_size(library.addsign(), 0.03)),
+        ("library:paper warm start", library.paper_warm_start()),
+        ("hand:lion 10x too large (eta 0.1)", baseline_program("lion", 0.1)),
+        ("hand:lion 10x too small (eta 1e-4)", baseline_program("lion", 1e-4)),
+        ("hand:adamw 3x too small (eta 1e-3)", baseline_program("adamw", 1e-3)),
+        ("hand:lion ignoring the schedule (constant 3e-3)",
+         _constant_step(library.lion(0.9, 0.99), 3e-3)),
+        ("hand:adamw ignoring the schedule (constant 3e-3)",
+         _constant_step(library.adamw(0.9, 0.999, eps=1e-8), 3e-3)),
+        ("hand:warm start x10", scaled(library.paper_warm_start(), 10.0)),
+    ]  # fmt: skip
+    return [Sample(name, program) for name, program in rows]
