@@ -165,7 +165,6 @@ def test_a_child_is_stored_with_its_best_multiplier_folded_in(tmp_path):
     program, re-scored at x1 on the same seed, gives that fitness exactly."""
     from optforge.search.fitness import FitnessConfig, score
     from optforge.search.journal import folded_program
-
     from optforge.tasks.registry import baseline_program
 
     fitness = FitnessConfig(multipliers=(0.25, 1.0, 4.0))

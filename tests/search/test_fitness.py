@@ -107,6 +107,8 @@ def test_bad_configurations_are_clear_errors():
         FitnessConfig(("no-such-task",))
     with pytest.raises(ValueError, match="unknown fitness option 'mul'"):
         parse_definition(f"{TASK};mul=1,3")
+    with pytest.raises(ValueError, match="bad value 'x' for fitness option 'mult'"):
+        parse_definition(f"{TASK};mult=x")
 
 
 def test_definitions_parse():

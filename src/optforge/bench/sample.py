@@ -30,7 +30,7 @@ def build(journals: Sequence[str], per_journal: int) -> list[Sample]:
 
 
 def from_journal(path: str, count: int) -> list[Sample]:
-    """``count`` distinct behaviours evenly spaced over the journal's fitness range (failed
+    """``count`` distinct behaviours spread evenly over the journal's fitness values (failed
     ones left out: every fitness ranks them last alike)."""
     if not is_journal(path):
         raise ValueError(f"{path} is not a search journal")
@@ -39,8 +39,7 @@ def from_journal(path: str, count: int) -> list[Sample]:
         scored = sorted((f, c) for c, f in behaviour_fitness(journal).items() if f is not None)
         if not scored:
             raise LookupError(f"{path} has no evaluated candidate")
-        picks = sorted({round(i * (len(scored) - 1) / max(1, count - 1))
-                        for i in range(min(count, len(scored)))})  # fmt: skip
+        picks = _spread([f for f, _ in scored], count)
         name = Path(path).stem
         return [
             Sample(f"journal:{name}:{scored[i][1]} (search fitness {scored[i][0]:.4f})",
@@ -49,6 +48,21 @@ def from_journal(path: str, count: int) -> list[Sample]:
         ]  # fmt: skip
     finally:
         journal.close()
+
+
+def _spread(values: list[float], count: int) -> list[int]:
+    """Indices of sorted ``values`` nearest to ``count`` evenly spaced levels between their
+    minimum and maximum (a search's many near-chance programs would crowd a by-rank pick),
+    topped up by rank when several levels share a nearest value."""
+    if len(values) <= count:
+        return list(range(len(values)))
+    low, high = values[0], values[-1]
+    chosen: set[int] = set()
+    for i in range(count):
+        level = low + (high - low) * i / max(1, count - 1)
+        free = [j for j in range(len(values)) if j not in chosen]
+        chosen.add(min(free, key=lambda j: (abs(values[j] - level), j)))
+    return sorted(chosen)
 
 
 def _constant_step(program: Program, eta: float) -> Program:

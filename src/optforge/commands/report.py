@@ -22,6 +22,7 @@ def add_compare_command(commands) -> None:
 
 
 def _compare(args: argparse.Namespace, console: Console) -> int:
+    from optforge.search.evolution import BASELINES
     from optforge.search.journal import is_journal
     from optforge.search.report import summarize
 
@@ -54,7 +55,7 @@ def _compare(args: argparse.Namespace, console: Console) -> int:
     print_table(console, "searches", columns, rows, args.markdown, numeric=False)
     base_rows = []
     for task in tasks:
-        for name in ("adamw", "lion"):
+        for name in BASELINES:
             values = [r.baselines.get(task, {}).get(name) for r in runs]
             values = [v for v in values if v and v[0] is not None]
             if values:

@@ -119,6 +119,12 @@ def add_search_commands(commands) -> None:
     )
     search.add_argument("--finalists", type=positive_int, default=3)
     search.add_argument(
+        "--meta-seeds",
+        type=positive_int,
+        default=3,
+        help="seeds each finalist and baseline is meta-validated on (200, 201, ...)",
+    )
+    search.add_argument(
         "--no-funnel", dest="funnel", action="store_false", help="stop after the search"
     )
     search.add_argument("--plot", metavar="PNG", help="fitness plot (default: next to the journal)")
@@ -206,7 +212,8 @@ def _config(args, console):
         rescore_after=args.rescore_after, time_limit=args.time_limit, compiled=args.compiled,
         mutation=MutationConfig(max_length=args.max_length,
                                 constants_only=args.algorithm == "constants"),
-        funnel=FunnelConfig(stages=stages, meta=meta, finalists=args.finalists), **warm,
+        funnel=FunnelConfig(stages=stages, meta=meta, finalists=args.finalists,
+                            meta_seeds=tuple(range(200, 200 + args.meta_seeds))), **warm,
         **fitness,
     )  # fmt: skip
 
@@ -221,6 +228,7 @@ CONFIGURED = {
     "time_limit": lambda c: c.time_limit, "stages": lambda c: c.funnel.stages,
     "meta": lambda c: c.funnel.meta, "compiled": lambda c: c.compiled,
     "finalists": lambda c: c.funnel.finalists, "fitness": lambda c: c.fitness,
+    "meta_seeds": lambda c: c.funnel.meta_seeds,
 }  # fmt: skip
 
 

@@ -48,7 +48,7 @@ from optforge.search.population import (
 )
 from optforge.tasks import registry
 
-BASELINES = ("adamw", "lion")
+BASELINES = ("torch_adamw", "adamw", "lion")  # those the task has tuned
 
 
 @dataclass(frozen=True)

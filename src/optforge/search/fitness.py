@@ -94,21 +94,29 @@ def parse_definition(text: str) -> FitnessConfig:
     kwargs: dict = {"tasks": tuple(t for t in head.split("+") if t)}
     for option in options:
         key, _, value = option.partition("=")
-        if key == "mult":
-            kwargs["multipliers"] = tuple(_number(v) for v in value.split(","))
-        elif key == "seeds":
-            kwargs["seeds"] = int(value)
-        elif key == "norm":
-            kwargs["normalize"] = True
-        elif key == "hurdle":
-            kwargs["hurdle"] = float(value)
-        elif key == "batch":
-            kwargs["max_batch"] = int(value)
-        else:
+        try:
+            if key == "mult":
+                kwargs["multipliers"] = tuple(_number(v) for v in value.split(","))
+            elif key == "seeds":
+                kwargs["seeds"] = int(value)
+            elif key == "norm":
+                kwargs["normalize"] = True
+            elif key == "hurdle":
+                kwargs["hurdle"] = float(value)
+            elif key == "batch":
+                kwargs["max_batch"] = int(value)
+            else:
+                raise KeyError(key)
+        except KeyError:
             raise ValueError(
                 f"unknown fitness option {key!r} in {text!r} (known: mult, seeds, norm, hurdle, "
                 "batch)"
-            )
+            ) from None
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(
+                f"bad value {value!r} for fitness option {key!r} in {text!r} (e.g. "
+                "mult=1/3,1,3; seeds=2; hurdle=0.5)"
+            ) from None
     return FitnessConfig(**kwargs)
 
 
@@ -162,7 +170,7 @@ def references(task_name: str) -> tuple[float, float]:
     AdamW is ``torch_adamw`` (bias correction and epsilon, as users run it) where tuned."""
     task = registry.get(task_name)
     known = dict(task.baselines)
-    adamw = "torch_adamw" if "torch_adamw" in known else "adamw"
+    adamw = task.adamw
     if "sgd" not in known or adamw not in known:
         raise ValueError(
             f"task {task_name!r} has no tuned SGD and AdamW to normalize against "

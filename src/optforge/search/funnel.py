@@ -111,7 +111,7 @@ def run_funnel(journal: Journal, executor, config: SearchConfig, log=print) -> l
     stage_scores: dict[int, dict[str, Score]] = {c: {} for c in promoted}
     for task in funnel.stages:
         scores = scorer.score(survivors, task, funnel.stage_seeds)
-        threshold = _baseline(journal, scorer, task, "adamw", funnel.stage_seeds)
+        threshold = _baseline(journal, scorer, task, registry.get(task).adamw, funnel.stage_seeds)
         for c in survivors:
             stage_scores[c][task] = scores[c]
         passing = [c for c in survivors if _at_least(scores[c].mean, threshold.mean, funnel.margin)]
@@ -140,7 +140,8 @@ def run_funnel(journal: Journal, executor, config: SearchConfig, log=print) -> l
         finalists.append(finalist)
     for task in funnel.meta:
         for name in BASELINES:
-            _baseline(journal, scorer, task, name, funnel.meta_seeds)
+            if name in dict(registry.get(task).baselines):
+                _baseline(journal, scorer, task, name, funnel.meta_seeds)
     with journal.transaction():
         journal.set_meta("finalists", json.dumps([_as_dict(f) for f in finalists]))
     return finalists
@@ -179,7 +180,8 @@ def _promote(journal: Journal, config: SearchConfig) -> tuple[list[int], bool]:
     ranked = sorted((f, c) for c, f in behaviour_fitness(journal).items() if f is not None)
     ranked.sort(key=lambda x: (-x[0], x[1]))
     adamw = journal.candidates(
-        "kind = 'baseline' AND name = ?", (baseline_name("adamw", config.task),)
+        "kind = 'baseline' AND name = ?",
+        (baseline_name(registry.get(config.task).adamw, config.task),),
     )
     threshold = adamw[0]["fitness"] if adamw else None
     passing = [c for f, c in ranked if _at_least(f, threshold, config.funnel.margin)]

@@ -254,10 +254,10 @@ class Journal:
 def folded_program(row: sqlite3.Row) -> Program:
     """A candidate's program with its best step-size multiplier folded in: what it was
     scored as, and what the funnel, ``show`` and ``export`` work with."""
-    from optforge.program import parse
     from optforge.search.fitness import scaled
+    from optforge.tasks.builtin import parse_optimizer
 
-    return scaled(parse(row["source"]), row["multiplier"] or 1.0)
+    return scaled(parse_optimizer(row["source"]), row["multiplier"] or 1.0)
 
 
 def _is_sqlite(path: Path) -> bool:
@@ -272,7 +272,15 @@ def is_journal(path: str | Path) -> bool:
 
 
 def add_program(journal: Journal, program: Program, **fields: Any) -> tuple[int, str, bool]:
-    """Journal a program with its hashes: ``(candidate, fingerprint, finite)``."""
+    """Journal a program with its hashes: ``(candidate, fingerprint, finite)``. A built-in
+    baseline (``torch_adamw``) has no statements to analyse; its text is its identity."""
+    from optforge.tasks.builtin import Builtin
+
+    if isinstance(program, Builtin):
+        ident = journal.add_candidate(source=program.source(), structural_hash="builtin",
+                                      fingerprint=f"builtin:{program.source()}", statements=0,
+                                      redundant=0, **fields)  # fmt: skip
+        return ident, f"builtin:{program.source()}", True
     analysis = analyze(program)
     fingerprint, finite = behaviour(program)
     ident = journal.add_candidate(

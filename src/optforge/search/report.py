@@ -89,7 +89,8 @@ def baselines(journal: Journal, task: str) -> dict[str, float | None]:
     out = {}
     for name in BASELINES:
         rows = journal.candidates("kind = 'baseline' AND name = ?", (baseline_name(name, task),))
-        out[name] = rows[0]["fitness"] if rows else None
+        if rows:
+            out[name] = rows[0]["fitness"]
     return out
 
 
@@ -120,7 +121,7 @@ def plot(journal: Journal, path: str | Path) -> Path:
     ax.plot(xs, best, color="tab:blue", linewidth=2, label="best so far", drawstyle="steps-post")
     if start is not None:
         ax.axhline(start, color="grey", linestyle=":", label="warm start")
-    colors = {"adamw": "tab:red", "lion": "tab:green"}
+    colors = {"torch_adamw": "tab:orange", "adamw": "tab:red", "lion": "tab:green"}
     tuned = baselines(journal, config.task)
     for name, value in tuned.items():
         if value is not None:

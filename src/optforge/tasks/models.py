@@ -187,31 +187,6 @@ class MLP(BatchedModel):
         return _linear(h, p["fc2.w"], p["fc2.b"])
 
 
-class NgramLM(BatchedModel):
-    """The next character from the ``context`` before it: embeddings, concatenated, one
-    hidden GELU layer, logits. One prediction per window keeps a 1,000-step proxy cheap (a
-    Transformer pays its vocabulary softmax at every position)."""
-
-    def __init__(self, vocab: int, context: int, embed: int, hidden: int):
-        self.vocab, self.context, self.embed = vocab, context, embed
-        self.specs = [
-            ParamSpec("embed", (vocab, embed), "normal:0.5"),
-            ParamSpec("fc1.w", (context * embed, hidden),
-                      f"normal:{1 / math.sqrt(context * embed)}"),
-            ParamSpec("fc1.b", (hidden,), "zeros"),
-            ParamSpec("fc2.w", (hidden, vocab), f"normal:{1 / math.sqrt(hidden)}"),
-            ParamSpec("fc2.b", (vocab,), "zeros"),
-        ]  # fmt: skip
-
-    def forward(self, p: dict[str, Tensor], ids: Tensor) -> Tensor:
-        """ids [K, B, context] -> next-character logits [K, B, vocab]."""
-        k, b = ids.shape[:2]
-        offsets = (torch.arange(k, device=ids.device) * self.vocab).reshape(k, 1, 1)
-        x = F.embedding(ids + offsets, p["embed"].reshape(k * self.vocab, self.embed))
-        h = F.gelu(_linear(x.reshape(k, b, -1), p["fc1.w"], p["fc1.b"]))
-        return _linear(h, p["fc2.w"], p["fc2.b"])
-
-
 class CharLM(BatchedModel):
     """A causal character-level Transformer language model."""
 

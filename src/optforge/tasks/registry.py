@@ -25,7 +25,7 @@ from optforge.program import library
 from optforge.program.program import Program, Statement
 from optforge.tasks import data as datasets
 from optforge.tasks.builtin import Builtin
-from optforge.tasks.models import MLP, BatchedModel, CharLM, NgramLM, ViT
+from optforge.tasks.models import MLP, BatchedModel, CharLM, ViT
 from optforge.tasks.train import cross_entropy
 
 SEED_STRIDE = 1_000_003  # keeps the data-order stream of seed s apart from the init stream
@@ -51,12 +51,7 @@ class Task:
 
     @property
     def language(self) -> bool:
-        return self.architecture in ("lm", "ngram")
-
-    @property
-    def last_only(self) -> bool:
-        """Only the character after each window is predicted (n-gram models)."""
-        return self.architecture == "ngram"
+        return self.architecture == "lm"
 
     @property
     def metric(self) -> str:
@@ -71,8 +66,6 @@ class Task:
             return ViT(**cfg)
         if self.architecture == "mlp":
             return MLP(**cfg)
-        if self.architecture == "ngram":
-            return NgramLM(vocab=len(self.data().vocab), **cfg)
         return CharLM(vocab=len(self.data().vocab), **cfg)
 
     def batches(self, seeds) -> Callable[[int], tuple[Tensor, Tensor]]:
@@ -95,7 +88,7 @@ class Task:
         def text(t: int):
             starts = torch.stack([torch.randint(0, n, (self.batch,), generator=g) for g in gens])
             windows = d.train[starts[..., None] + torch.arange(context + 1)]
-            return windows[..., :-1], windows[..., -1] if self.last_only else windows[..., 1:]
+            return windows[..., :-1], windows[..., 1:]
 
         return text
 
@@ -143,9 +136,14 @@ class Task:
         context = dict(self.config)["context"]
         starts = torch.randint(0, len(d.val) - context - 1, (self.eval_size,), generator=gen)
         windows = d.val[starts[:, None] + torch.arange(context + 1)]
-        return windows[:, :-1], windows[:, -1] if self.last_only else windows[:, 1:]
+        return windows[:, :-1], windows[:, 1:]
 
     # -- baselines ----------------------------------------------------------------------------
+
+    @property
+    def adamw(self) -> str:
+        """The AdamW baseline to compare with: torch's (bias correction, eps) where tuned."""
+        return "torch_adamw" if "torch_adamw" in dict(self.baselines) else "adamw"
 
     def baseline(self, name: str) -> Program | Builtin:
         """The tuned library optimizer ``name`` as a program for this task."""
@@ -222,9 +220,9 @@ TASKS: dict[str, Task] = {
              _vit(inputs=196, hidden=32, pool=2), steps=1000, batch=64,
              eval_size=1000, eval_offset=4000,
              description="long-horizon proxy: an MLP on 14x14 images, 1,000 steps at batch 64"),
-        Task("shakespeare-ngram-p", "A", "shakespeare", "ngram",
-             _vit(context=8, embed=8, hidden=64), steps=1000, batch=64, eval_size=2048,
-             description="long-horizon proxy: an 8-gram MLP LM, 1,000 steps at batch 64"),
+        Task("shakespeare-lm-p", "A", "shakespeare", "lm",
+             _vit(context=8, dim=16, depth=1, heads=2), steps=1000, batch=64, eval_size=512,
+             description="long-horizon proxy: a Transformer LM on 8 characters, 1,000 steps"),
         # meta-validation at >= 30x those proxies, large validation sets, low seed spread
         Task("fmnist-vit-meta", "meta", "fashion_mnist", "vit",
              _vit(image=28, patch=7, dim=16, depth=2, heads=2), steps=1000, batch=64,
@@ -250,8 +248,9 @@ TASKS: dict[str, Task] = {
 
 
 # Tuned step size and weight decay per task and baseline: the best of `optforge tune --task T`
-# on seeds 0-2 (tables and fresh-seed re-measurements: docs/tasks.md).
-BASELINES: dict[str, dict[str, tuple[float, float]]] = {
+# on seeds 0-2 (0-1 for the long-horizon proxies and the new meta-validation tasks; tables
+# and fresh-seed re-measurements: docs/tasks.md and docs/data/tune-TASK.md).
+BASELINES: dict[str, dict[str, tuple[float, ...]]] = {
     "fmnist-vit-a": {"sgd": (1.0, 0.0), "momentum": (0.3, 0.0), "adamw": (0.01, 0.0),
                      "lion": (0.03, 0.0)},
     "shakespeare-lm-a": {"sgd": (1.0, 0.0), "momentum": (0.3, 0.0), "adamw": (0.001, 0.0),
@@ -267,6 +266,8 @@ BASELINES: dict[str, dict[str, tuple[float, float]]] = {
     "digits-mlp-test": {"sgd": (1.0, 0.0), "momentum": (0.3, 0.0), "adamw": (0.01, 0.0),
                         "lion": (0.03, 1.0)},
     "digits-mlp-test-b": {"sgd": (1.0, 0.0), "adamw": (0.01, 0.0), "lion": (0.01, 1.0)},
+    "fmnist-mlp-p": {"sgd": (0.3, 0.0), "momentum": (0.1, 0.0), "adamw": (0.01, 0.1),
+                     "lion": (0.01, 1.0), "torch_adamw": (0.031622776602, 0.0, 0.9, 0.999)},
     "mnist5k-mlp-test": {"sgd": (0.3, 0.0), "adamw": (0.003, 0.0), "lion": (0.01, 0.0)},
     "shakespeare-lm-test": {"sgd": (1.0, 0.0), "adamw": (0.01, 0.0)},
 }  # fmt: skip
@@ -275,6 +276,9 @@ FUNNELS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "fmnist-vit-a": (("fmnist-vit-b", "fmnist-vit-c"), ("mnist5k-vit-meta",)),
     "shakespeare-lm-a": (("shakespeare-lm-b", "shakespeare-lm-c"), ("kjv-lm-meta",)),
     "digits-mlp-test": (("digits-mlp-test-b",), ("mnist5k-mlp-test",)),
+    # the long-horizon proxies go straight to meta-validation on models they never train
+    "fmnist-mlp-p": ((), ("fmnist-vit-meta", "kjv-lm-meta-l")),
+    "shakespeare-lm-p": ((), ("fmnist-vit-meta", "kjv-lm-meta-l")),
 }
 TASKS = {
     name: dataclasses.replace(task, baselines=tuple(BASELINES.get(name, {}).items()))
