@@ -16,6 +16,7 @@ and a new definition costs only its own fitness runs.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -112,12 +113,7 @@ class Store:
         return {p: (f, m, s) for p, f, m, s in rows}
 
     def add_fitness(self, definition: str, rows) -> None:
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT OR REPLACE INTO fitness VALUES (?, ?, ?, ?, ?)",
-                [(definition, *row) for row in rows],
-            )
+        self._add("fitness", definition, rows)
 
     def targets(self, task: str) -> dict[tuple[str, float, int], float | None]:
         rows = self.db.execute(
@@ -126,12 +122,14 @@ class Store:
         return {(p, m, s): v for p, m, s, v in rows}
 
     def add_targets(self, task: str, rows) -> None:
+        self._add("target", task, rows)
+
+    def _add(self, table: str, first: str, rows) -> None:
+        """One transaction per batch: a batch's results land together or not at all."""
         with self.db:
             self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT OR REPLACE INTO target VALUES (?, ?, ?, ?, ?)",
-                [(task, *row) for row in rows],
-            )
+            self.db.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?, ?)",
+                                [(first, *row) for row in rows])  # fmt: skip
 
 
 # -- the measurement ---------------------------------------------------------------------------
@@ -157,9 +155,12 @@ def measure(
     fitness_seed: int = 0,
     batch: int = 48,
     progress: Callable[[str, int, int], None] | None = None,
+    retime: int = 0,
 ) -> list[Row]:
     """Score ``samples`` with every definition and on every target; returns one row per
-    definition (in order)."""
+    definition (in order). Seconds per candidate are those of the stored runs, or, with
+    ``retime`` > 0, re-measured now on the first ``retime`` programs, one definition after
+    another (for a machine that was busy with other work while the runs were stored)."""
     configs = {d: parse_definition(d) for d in definitions}
     for task in targets:
         registry.get(task)
@@ -199,7 +200,16 @@ def measure(
             if progress:
                 progress(f"target {task_name}", len(wanted) - len(cells) + start + len(part),
                          len(wanted))  # fmt: skip
-    return [_row(text, samples, store, targets, target_seeds) for text in definitions]
+    rows = [_row(text, samples, store, targets, target_seeds) for text in definitions]
+    if retime:
+        part = [s.optimizer for s in samples[:retime]]
+        for i, config in enumerate(configs.values()):
+            score(config, part[:1], [fitness_seed])  # data, references and caches warm
+            begin = time.perf_counter()
+            score(config, part, [fitness_seed] * len(part))
+            seconds = (time.perf_counter() - begin) / len(part)
+            rows[i] = dataclasses.replace(rows[i], seconds_per_candidate=seconds)
+    return rows
 
 
 def _row(definition, samples, store: Store, targets, target_seeds) -> Row:

@@ -31,6 +31,9 @@ def add_fidelity_commands(benches) -> None:
     fid.add_argument("--target-seeds", default="500,501,502", help="seeds of the targets")
     fid.add_argument("--store", default="runs/fidelity.db", help="results database (resumable)")
     fid.add_argument("--batch", type=positive_int, default=48, help="candidates per batch")
+    fid.add_argument("--retime", type=int, default=0, metavar="N",
+                     help="re-time each definition on the first N programs, one after another "
+                          "(run on an otherwise idle machine)")  # fmt: skip
     fid.add_argument("--out", metavar="PREFIX", help="write PREFIX.md, PREFIX.json, PREFIX.png")
     fid.add_argument("--markdown", action="store_true", help="print a Markdown table")
     fid.set_defaults(handler=_fidelity)
@@ -76,7 +79,7 @@ def _fidelity(args: argparse.Namespace, console: Console) -> int:
         try:
             rows = fidelity.measure(samples, args.fitness, targets, fidelity.Store(args.store),
                                     target_seeds=seeds, batch=args.batch,
-                                    progress=progress)  # fmt: skip
+                                    progress=progress, retime=args.retime)  # fmt: skip
         except (KeyError, ValueError) as e:
             console.print(f"[red]error:[/red] {e.args[0]}", highlight=False)
             return 2
