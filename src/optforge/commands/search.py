@@ -191,7 +191,12 @@ def _journal_path(args) -> str:
 
 def _config(args, console):
     from optforge.commands.common import load_program
-    from optforge.search.config import FunnelConfig, SearchConfig, default_funnel
+    from optforge.search.config import (
+        FunnelConfig,
+        SearchConfig,
+        default_funnel,
+        default_warm_start,
+    )
     from optforge.search.fitness import parse_definition
     from optforge.search.mutation import MutationConfig
 
@@ -205,6 +210,9 @@ def _config(args, console):
             raise ValueError(f"cannot use --warm-start {args.warm_start!r}")
         warm = {"warm_start": program.source()}
     fitness = {"fitness": parse_definition(args.fitness)} if args.fitness else {}
+    if not warm:
+        tasks = fitness["fitness"].tasks if fitness else ()
+        warm = {"warm_start": default_warm_start((args.task, *tasks))}
     return SearchConfig(
         task=args.task, budget=args.budget or 1000, seed=args.seed, algorithm=args.algorithm,
         population=args.population, tournament=args.tournament, batch=args.batch,

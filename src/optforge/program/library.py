@@ -143,14 +143,17 @@ def addsign(beta: float = 0.9, alpha: float = 1.0, weight_decay: float = 0.0) ->
     )
 
 
-def paper_warm_start() -> Program:
+def paper_warm_start(eps: float | None = None) -> Program:
     """The paper's search starting point: AdamW without epsilon or bias correction, with
-    weight decay 0.01 and its own lr scale 0.001."""
+    weight decay 0.01 and its own lr scale 0.001. ``eps`` adds an epsilon: without it, a
+    parameter whose gradient is exactly 0 (an embedding row no batch uses, an always-blank
+    pixel) divides 0 by 0 at the first step."""
     return _program(
         "g2 = square(g)",
         "v1 = interp(g, v1, 0.9)",
         "v2 = interp(g2, v2, 0.999)",
         "s = sqrt(v2)",
+        *([f"s = s + {float(eps)!r}"] if eps is not None else []),
         "update = v1 / s",
         "d = w * 0.01",
         "update = update + d",

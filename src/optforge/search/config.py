@@ -108,6 +108,13 @@ class SearchConfig:
         return self.fitness.on(self.task)
 
 
+def default_warm_start(tasks) -> str:
+    """The paper's AdamW warm start; with an epsilon when a task has parameters whose
+    gradient can be exactly zero (the eps-free version fails there at its first step)."""
+    sparse = any(registry.get(t).sparse_gradients for t in tasks)
+    return library.paper_warm_start(eps=1e-8 if sparse else None).source()
+
+
 def default_funnel(task: str) -> FunnelConfig:
     """The registry's funnel for a search task: its tier B (C is opt-in: ~100x the cost)."""
     stages, meta = registry.FUNNELS.get(task, ((), ()))
