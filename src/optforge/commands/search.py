@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from rich.console import Console, Group
@@ -114,8 +115,8 @@ def add_search_commands(commands) -> None:
     search.add_argument(
         "--fitness",
         metavar="DEFINITION",
-        help="the fitness: TASK[+TASK][;mult=1/3,1,3][;seeds=N][;norm][;hurdle=X] "
-        "(default: --task's raw metric at x1, one seed; see docs/search.md)",
+        help="the fitness: TASK[+TASK][;mult=1/3,1,3][;seeds=N][;norm][;hurdle=X] (default: "
+        "the task's registered fitness, else its raw metric at x1, one seed; docs/search.md)",
     )
     search.add_argument("--finalists", type=positive_int, default=3)
     search.add_argument(
@@ -210,10 +211,7 @@ def _config(args, console):
             raise ValueError(f"cannot use --warm-start {args.warm_start!r}")
         warm = {"warm_start": program.source()}
     fitness = {"fitness": parse_definition(args.fitness)} if args.fitness else {}
-    if not warm:
-        tasks = fitness["fitness"].tasks if fitness else ()
-        warm = {"warm_start": default_warm_start((args.task, *tasks))}
-    return SearchConfig(
+    config = SearchConfig(
         task=args.task, budget=args.budget or 1000, seed=args.seed, algorithm=args.algorithm,
         population=args.population, tournament=args.tournament, batch=args.batch,
         workers=args.workers, runs=args.runs, restart_after=args.restart_after,
@@ -224,6 +222,9 @@ def _config(args, console):
                             meta_seeds=tuple(range(200, 200 + args.meta_seeds))), **warm,
         **fitness,
     )  # fmt: skip
+    if warm:
+        return config
+    return dataclasses.replace(config, warm_start=default_warm_start(config.scoring.tasks))
 
 
 # the flags that make up a search's configuration, and where the configuration keeps each

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from optforge.program import library
-from optforge.search.fitness import FitnessConfig
+from optforge.search.fitness import FitnessConfig, parse_definition
 from optforge.search.mutation import MutationConfig
 from optforge.tasks import registry
 
@@ -63,6 +63,8 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         registry.get(self.task)  # a KeyError naming the known tasks
+        if self.fitness == FitnessConfig() and self.task in registry.FITNESS:
+            object.__setattr__(self, "fitness", parse_definition(registry.FITNESS[self.task]))
         for name in (*self.funnel.stages, *self.funnel.meta):
             registry.get(name)
         if self.algorithm not in ALGORITHMS:

@@ -279,6 +279,11 @@ BASELINES: dict[str, dict[str, tuple[float, ...]]] = {
     "shakespeare-lm-test": {"sgd": (1.0, 0.0), "adamw": (0.01, 0.0)},
 }  # fmt: skip
 # The funnel after each search task: (stages of growing cost, meta-validation tasks).
+# The fitness a search on the task uses unless told otherwise (`optforge search --fitness`;
+# chosen by `optforge bench fidelity`, docs/search.md). Tasks not listed: their raw metric.
+FITNESS: dict[str, str] = {
+    "fmnist-mlp-p": "fmnist-mlp-p+shakespeare-lm-p;mult=1/3,1,3;norm;hurdle=0.5",
+}
 FUNNELS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "fmnist-vit-a": (("fmnist-vit-b", "fmnist-vit-c"), ("mnist5k-vit-meta",)),
     "shakespeare-lm-a": (("shakespeare-lm-b", "shakespeare-lm-c"), ("kjv-lm-meta",)),
