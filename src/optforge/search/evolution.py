@@ -38,6 +38,7 @@ from optforge.search.journal import (
     Outcome,
     add_program,
     baseline_name,
+    folded_program,
 )
 from optforge.search.mutation import mutate
 from optforge.search.population import (
@@ -406,6 +407,8 @@ class Search:
             hit_rate=self.cache.hit_rate,
             elapsed=state.get("elapsed", 0.0) + time.monotonic() - self._mark,
             best_fitness=state.get("best_fitness"),
-            best_source=None if best is None else self.journal.candidate(best)["source"],
+            best_source=None
+            if best is None
+            else folded_program(self.journal.candidate(best)).source(),
             baselines=baselines,
         )
