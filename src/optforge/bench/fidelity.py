@@ -95,7 +95,7 @@ class Store:
 
     def __init__(self, path: str | Path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db = sqlite3.connect(path, isolation_level=None, timeout=120.0)
         self.db.executescript(
             """
             CREATE TABLE IF NOT EXISTS fitness (definition TEXT, program TEXT, fitness REAL,
