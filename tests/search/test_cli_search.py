@@ -91,3 +91,21 @@ def test_traits_name_what_a_program_uses():
     frozen = ("def train(w, g, v1, v2, lr):\n    a = interp(g, v2, 0.9)\n"
               "    update = a * 0.01\n    return update, v1, v2")  # fmt: skip
     assert traits(frozen) == ("ignores lr",)
+
+
+def test_minutes_stops_the_search_and_sets_its_budget(tmp_path):
+    """--minutes ends the search after the generation running at that time; the journal's
+    budget becomes what was generated, so a plain --resume does not run on."""
+    import json
+    import sqlite3
+
+    path = tmp_path / "timed.db"
+    code = main(["search", "--task", "digits-mlp-test", "--budget", "100000", "--batch", "8",
+                 "--population", "8", "--tournament", "2", "--minutes", "0.05",
+                 "--no-funnel", "--journal", str(path)])  # fmt: skip
+    assert code == 0
+    db = sqlite3.connect(path)
+    budget = json.loads(db.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()[0])
+    generated = db.execute("SELECT COUNT(*) FROM candidates WHERE kind = 'child'").fetchone()[0]
+    db.close()
+    assert 0 < generated < 100000 and budget["budget"] == generated

@@ -109,7 +109,9 @@ class Search:
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def run(self) -> Progress:
+    def run(self, seconds: float | None = None) -> Progress:
+        """Search until the budget is spent or, given ``seconds``, until the search's running
+        time (summed over resumes) reaches it; a started generation is always finished."""
         if self.journal.state() is None:
             self._start()
         while True:
@@ -117,7 +119,7 @@ class Search:
             if state["inserted"] < state["generation"]:
                 self._train(state["generation"])
                 self._insert(state["generation"])
-            elif state["generated"] >= self.config.budget:
+            elif state["generated"] >= self.config.budget or self._out_of_time(state, seconds):
                 break
             else:
                 self._propose()
@@ -334,6 +336,11 @@ class Search:
         self.members[ident] = (program, fingerprint)
         self._finite[ident] = finite
         return ident
+
+    def _out_of_time(self, state: dict, seconds: float | None) -> bool:
+        """Past ``seconds`` of searching, once at least one generation of children exists."""
+        elapsed = state.get("elapsed", 0.0) + time.monotonic() - self._mark
+        return seconds is not None and state["generated"] > 0 and elapsed >= seconds
 
     def _lap(self) -> float:
         """Seconds since the last call (the search's running time, summed across resumes)."""
