@@ -124,7 +124,7 @@ class RisingExecutor(TableExecutor):
     0.03: still above the first reference's floor (0.95 - noise), not within the new one's."""
 
     def fitness(self, task: str, source: str) -> float:
-        body = source.split("\n", 1)[1]  # without the `def train(..., lr)` line
+        body = source.split("\n", 1)[-1]  # without the `def train(..., lr)` line
         if task == SEARCH and "sign(" in body and "lr" in body:
             return 0.95 if "1.5" in body else 0.99
         if task == SEARCH:
