@@ -159,8 +159,8 @@ def measure(
 ) -> list[Row]:
     """Score ``samples`` with every definition and on every target; returns one row per
     definition (in order). Seconds per candidate are those of the stored runs, or, with
-    ``retime`` > 0, re-measured now on the first ``retime`` programs, one definition after
-    another (for a machine that was busy with other work while the runs were stored)."""
+    ``retime`` > 0, re-measured now on ``retime`` programs spread over the sample, one
+    definition after another (for a machine that was busy with other work while the runs were stored)."""
     configs = {d: parse_definition(d) for d in definitions}
     for task in targets:
         registry.get(task)
@@ -202,7 +202,8 @@ def measure(
                          len(wanted))  # fmt: skip
     rows = [_row(text, samples, store, targets, target_seeds) for text in definitions]
     if retime:
-        part = [s.optimizer for s in samples[:retime]]
+        step = max(1, len(samples) // retime)  # spread over the sample, not its first ones
+        part = [s.optimizer for s in samples[::step][:retime]]
         for i, config in enumerate(configs.values()):
             score(config, part[:1], [fitness_seed])  # data, references and caches warm
             begin = time.perf_counter()
