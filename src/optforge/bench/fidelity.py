@@ -160,7 +160,7 @@ def measure(
     """Score ``samples`` with every definition and on every target; returns one row per
     definition (in order). Seconds per candidate are those of the stored runs, or, with
     ``retime`` > 0, re-measured now on ``retime`` programs spread over the sample, one
-    definition after another (for a machine that was busy with other work while the runs were stored)."""
+    definition after another (for a machine that was busy while the runs were stored)."""
     configs = {d: parse_definition(d) for d in definitions}
     for task in targets:
         registry.get(task)

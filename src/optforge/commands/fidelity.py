@@ -32,8 +32,8 @@ def add_fidelity_commands(benches) -> None:
     fid.add_argument("--store", default="runs/fidelity.db", help="results database (resumable)")
     fid.add_argument("--batch", type=positive_int, default=48, help="candidates per batch")
     fid.add_argument("--retime", type=int, default=0, metavar="N",
-                     help="re-time each definition on N programs spread over the sample, one after another "
-                          "(run on an otherwise idle machine)")  # fmt: skip
+                     help="re-time each definition on N programs spread over the sample, "
+                          "one after another (on an otherwise idle machine)")  # fmt: skip
     fid.add_argument("--out", metavar="PREFIX", help="write PREFIX.md, PREFIX.json, PREFIX.png")
     fid.add_argument("--markdown", action="store_true", help="print a Markdown table")
     fid.set_defaults(handler=_fidelity)
