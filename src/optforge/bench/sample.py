@@ -13,6 +13,7 @@ from optforge.program.program import Program, Statement
 from optforge.search.fitness import scaled
 from optforge.search.funnel import behaviour_fitness
 from optforge.search.journal import Journal, folded_program, is_journal
+from optforge.tasks.builtin import Builtin
 from optforge.tasks.registry import baseline_program, with_step_size
 
 
@@ -73,7 +74,7 @@ def _constant_step(program: Program, eta: float) -> Program:
 
 def known() -> list[Sample]:
     """Library optimizers at sensible step sizes for the small tasks, and hand variants."""
-    rows: list[tuple[str, Program | object]] = [
+    rows: list[tuple[str, Program | Builtin]] = [
         ("library:sgd eta 1", baseline_program("sgd", 1.0)),
         ("library:momentum eta 0.1", baseline_program("momentum", 0.1)),
         ("library:adamw (paper form, eps) eta 3e-3", baseline_program("adamw", 3e-3)),

@@ -227,11 +227,15 @@ def score(
     skip = 1 if config.hurdle is not None else 0
     results.update(_train(config, optimizers, {i: cells[i][skip:] for i in full}, time_limit,
                           compiled))  # fmt: skip
+    per_candidate: dict[int, list] = {i: [] for i in everyone}
+    for key, r in results.items():
+        per_candidate[key[0]].append(r)
+    full_set = set(full)
     out = []
     for i in everyone:
-        scored = i in full
+        scored = i in full_set
         value, multiplier = _best(config, results, i, cells[i] if scored else cells[i][:1])
-        mine = [r for key, r in results.items() if key[0] == i]
+        mine = per_candidate[i]
         reasons = [r.reason for r in mine if r.reason]
         out.append(
             Scored(

@@ -161,13 +161,15 @@ def _compiled_loss(task):
     return loss
 
 
-def _groups(programs: Sequence[Program | Builtin]) -> list[tuple[Program, dict[int, float]]]:
+def _groups(
+    programs: Sequence[Program | Builtin],
+) -> list[tuple[Program | Builtin, dict[int, float | None]]]:
     """Rows that can step together: {row: factor} per program body. Programs that differ
     only in a trailing ``update = update * c`` (the step-size multipliers of one candidate,
     a program and its folded self) share their body and scale each row's update by its own
     ``c``, which computes exactly what each program computes alone. A program with a global
     reduction gets one group per row (its reduction must not mix candidates)."""
-    shared: dict[Program | Builtin, dict[int, float]] = {}
+    shared: dict[Program | Builtin, dict[int, float | None]] = {}
     alone = []
     reductions = ("global_norm", "clip_by_global_norm")
     for i, p in enumerate(programs):
