@@ -9,13 +9,16 @@ step shrinks ``p`` by the factor ``1 - lr * weight_decay`` (torch's AdamW uses t
 
 As in torch's adamw.py, the class holds configuration and state, and one functional entry
 :func:`lion` does the math, dispatching to a single-tensor, a foreach (multi-tensor) or a fused
-implementation. The fused one is a C kernel for CPU tensors (``kernels/cpu.py``) that reads and
-writes each element once. Every path computes in fp32 (fp64 for fp64 params) and rounds
-low-precision storage (bf16/fp16 params or momentum) once per step, so the paths agree.
+implementation. The fused ones read and write each element once: a C kernel for CPU tensors
+(``kernels/cpu.py``) and a multi-tensor Triton kernel for CUDA tensors (``kernels/triton.py``),
+which also reads the lr, ``grad_scale`` and ``found_inf`` on the device (AMP, CUDA graphs).
+Every path computes in fp32 (fp64 for fp64 params) and rounds low-precision storage (bf16/fp16
+params or momentum) once per step, so the paths agree.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Iterable
@@ -27,6 +30,7 @@ from torch.optim import Optimizer
 
 from optforge.optim._shared import check_lr, closure_loss, is_number
 from optforge.optim.kernels import cpu as cpu_kernel
+from optforge.optim.kernels import triton as triton_kernel
 
 __all__ = ["Lion", "lion"]
 
@@ -37,6 +41,8 @@ _OPTION_DEFAULTS: dict[str, Any] = {
     "fused": None,
     "cautious": False,
     "momentum_dtype": None,
+    "capturable": False,
+    "stochastic_rounding": False,
 }
 # The paper's examples (ViT, diffusion, language models) all divide AdamW's lr by 10 and
 # multiply its weight decay by 10; its advice is a factor of 3-10.
@@ -56,11 +62,18 @@ class Lion(Optimizer):
         weight_decay: the paper's lambda; each step multiplies params by ``1 - lr * weight_decay``.
         maximize: ascend instead of descend.
         foreach: use the multi-tensor implementation (``None``: fastest available for the device).
-        fused: use the fused C kernel (CPU tensors; ``None``: used when available).
+        fused: use a fused kernel: C on CPU, Triton on CUDA (``None``: the C kernel on CPU; on
+            CUDA foreach, until the Triton kernel is measured faster on a GPU). Fused steps
+            take ``torch.amp.GradScaler``'s ``grad_scale``/``found_inf`` directly, as torch's
+            fused AdamW does.
         cautious: apply the update only where its sign agrees with the gradient's, rescaled by
             the kept fraction to keep the mean update size (Cautious Optimizers, Liang et al. 2024).
         momentum_dtype: dtype of the momentum state (e.g. ``torch.bfloat16`` for fp32 params to
             halve optimizer memory); ``None`` keeps the param dtype.
+        capturable: keep the step free of host synchronisation so a CUDA graph can capture it
+            (a tensor lr is read on the device). Needs CUDA params and ``fused=True``.
+        stochastic_rounding: round bf16 params stochastically (unbiased), so that updates below
+            bf16's resolution are not lost when training bf16 params without an fp32 master copy.
     """
 
     def __init__(
@@ -75,6 +88,8 @@ class Lion(Optimizer):
         fused: bool | None = None,
         cautious: bool = False,
         momentum_dtype: torch.dtype | None = None,
+        capturable: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -85,9 +100,13 @@ class Lion(Optimizer):
             fused=fused,
             cautious=cautious,
             momentum_dtype=momentum_dtype,
+            capturable=capturable,
+            stochastic_rounding=stochastic_rounding,
         )
         _check_options(defaults)
         super().__init__(params, defaults)
+        if fused:  # GradScaler then hands the step grad_scale / found_inf instead of unscaling
+            self._step_supports_amp_scaling = True
 
     @classmethod
     def from_adamw(
@@ -178,6 +197,10 @@ class Lion(Optimizer):
                 cautious=group["cautious"],
                 foreach=group["foreach"],
                 fused=group["fused"],
+                capturable=group["capturable"],
+                stochastic_rounding=group["stochastic_rounding"],
+                grad_scale=getattr(self, "grad_scale", None),
+                found_inf=getattr(self, "found_inf", None),
             )
         return loss
 
@@ -195,12 +218,19 @@ def lion(
     cautious: bool = False,
     foreach: bool | None = None,
     fused: bool | None = None,
+    capturable: bool = False,
+    stochastic_rounding: bool = False,
+    grad_scale: Tensor | None = None,
+    found_inf: Tensor | None = None,
 ) -> None:
-    """Functional Lion: update ``params`` and ``exp_avgs`` in place (see :class:`Lion`)."""
-    _check_options(
-        dict(lr=lr, betas=(beta1, beta2), weight_decay=weight_decay, maximize=maximize,
-             cautious=cautious, foreach=foreach, fused=fused, momentum_dtype=None)
-    )  # fmt: skip
+    """Functional Lion: update ``params`` and ``exp_avgs`` in place (see :class:`Lion`).
+
+    ``grad_scale`` / ``found_inf`` (AMP): grads are divided by ``grad_scale`` and nothing is
+    updated when ``found_inf`` is nonzero."""
+    options = dict(lr=lr, betas=(beta1, beta2), weight_decay=weight_decay, maximize=maximize,
+                   cautious=cautious, foreach=foreach, fused=fused, momentum_dtype=None,
+                   capturable=capturable, stochastic_rounding=stochastic_rounding)  # fmt: skip
+    _check_options(options)
     if not (len(params) == len(grads) == len(exp_avgs)):
         raise ValueError(
             f"params, grads and exp_avgs must have equal lengths, got "
@@ -214,18 +244,45 @@ def lion(
                 f"gradient {g.dtype}{list(g.shape)} and momentum {m.dtype}{list(m.shape)} must "
                 f"match their parameter's dtype and shape, {p.dtype}{list(p.shape)}"
             )
+    if params and capturable and (reason := _capturable_unsupported(params, fused)):
+        raise ValueError(reason)
     _lion(params, grads, exp_avgs, lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay,
-          maximize=maximize, cautious=cautious, foreach=foreach, fused=fused)  # fmt: skip
+          maximize=maximize, cautious=cautious, foreach=foreach, fused=fused,
+          capturable=capturable, stochastic_rounding=stochastic_rounding,
+          grad_scale=grad_scale, found_inf=found_inf)  # fmt: skip
 
 
 def _lion(params, grads, exp_avgs, *, lr, beta1, beta2, weight_decay, maximize, cautious,
-          foreach, fused) -> None:  # fmt: skip
+          foreach, fused, capturable=False, stochastic_rounding=False, grad_scale=None,
+          found_inf=None) -> None:  # fmt: skip
     if not params:
         return
-    lr = float(lr)  # a tensor lr is read once per step; the kernels take a plain scalar
+    if _is_dtensor(params[0]):
+        if not cautious:  # elementwise: each rank steps its own shard, as one process would
+            params, grads, exp_avgs = (_local(ts) for ts in (params, grads, exp_avgs))
+        elif fused:
+            raise ValueError(
+                "cautious=True with sharded (DTensor) params needs the mean over the whole "
+                "tensor, which the fused kernels do not compute; use fused=False"
+            )
     if any(map(Tensor.is_complex, params)):
         params, grads, exp_avgs = (_as_real(ts) for ts in (params, grads, exp_avgs))
-    impl = _choose_impl(params, exp_avgs, foreach=foreach, fused=fused)
+    stochastic = stochastic_rounding and any(p.dtype == torch.bfloat16 for p in params)
+    impl = _choose_impl(params, exp_avgs, foreach=foreach, fused=fused, stochastic=stochastic)
+    if impl is _triton_lion:
+        impl(params, grads, exp_avgs, lr=lr, beta1=beta1, beta2=beta2,
+             weight_decay=weight_decay, maximize=maximize, cautious=cautious,
+             grad_scale=grad_scale, found_inf=found_inf, stochastic=stochastic)  # fmt: skip
+        return
+    # Host paths: an overflowed AMP step is skipped and grads are unscaled here (reading
+    # found_inf synchronises, as GradScaler's own unscale-and-check path does).
+    if found_inf is not None and float(found_inf) != 0:
+        return
+    if grad_scale is not None:
+        torch._foreach_div_(grads, grad_scale.to(grads[0].device))
+    lr = float(lr)  # a tensor lr is read once per step; these kernels take a plain scalar
+    if stochastic:
+        impl = functools.partial(impl, stochastic=True)
     impl(
         params,
         grads,
@@ -244,36 +301,79 @@ def _lion(params, grads, exp_avgs, *, lr, beta1, beta2, weight_decay, maximize, 
 
 
 def fused_supported(params: list[Tensor], exp_avgs: list[Tensor]) -> str | None:
-    """Why the fused kernel cannot take these tensors, or None when it can."""
+    """Why no fused kernel can take these tensors, or None when one can."""
     kinds = {(p.device, p.dtype, m.dtype) for p, m in zip(params, exp_avgs, strict=True)}
     for device, p_dtype, m_dtype in kinds:
-        if device.type != "cpu":
-            return f"fused=True supports CPU tensors only, got a parameter on {device}"
-        if (p_dtype, m_dtype) not in cpu_kernel.SUPPORTED:
-            allowed = ", ".join(sorted(f"{a}/{b}" for a, b in cpu_kernel.SUPPORTED))
+        kernel = _fused_kernel(device)
+        if kernel is None:
             return (
-                f"fused=True does not support parameter dtype {p_dtype} with momentum dtype "
-                f"{m_dtype} (supported param/momentum: {allowed})"
+                f"fused=True supports CPU tensors (C kernel) and CUDA tensors (Triton kernel, "
+                f"needs the triton package), got a parameter on {device}"
+            )
+        if (p_dtype, m_dtype) not in kernel.SUPPORTED:
+            allowed = ", ".join(sorted(f"{a}/{b}" for a, b in kernel.SUPPORTED))
+            return (
+                f"fused=True on {device.type} does not support parameter dtype {p_dtype} with "
+                f"momentum dtype {m_dtype} (supported param/momentum: {allowed})"
             )
     return None
 
 
+def _fused_kernel(device: torch.device):
+    """The fused kernel module for tensors on ``device``, or None."""
+    if device.type == "cuda" or triton_kernel.runs_on(device):
+        return triton_kernel if triton_kernel.runs_on(device) else None
+    return cpu_kernel if device.type == "cpu" else None
+
+
 def _choose_impl(
-    params: list[Tensor], exp_avgs: list[Tensor], *, foreach: bool | None, fused: bool | None
+    params: list[Tensor],
+    exp_avgs: list[Tensor],
+    *,
+    foreach: bool | None,
+    fused: bool | None,
+    stochastic: bool = False,
 ) -> Callable[..., None]:
+    device = params[0].device
     if fused:
         if reason := fused_supported(params, exp_avgs):
             raise ValueError(reason)
-        return _fused_lion
+        return _triton_lion if _fused_kernel(device) is triton_kernel else _fused_lion
     if foreach:
         return _multi_tensor_lion
     # Defaults by measurement (`optforge bench step`): on CPU the fused kernel is fastest and
-    # the single-tensor loop beats foreach (no temporaries lists); on accelerators foreach wins.
-    if fused is None and fused_supported(params, exp_avgs) is None and cpu_kernel.available():
+    # the single-tensor loop beats foreach (no temporaries lists); on accelerators foreach wins
+    # until the Triton kernel is measured on a GPU. The C kernel rounds to nearest only.
+    if (
+        fused is None
+        and device.type == "cpu"
+        and not stochastic
+        and fused_supported(params, exp_avgs) is None
+        and cpu_kernel.available()
+    ):
         return _fused_lion
-    if foreach is None and params[0].device.type != "cpu":
+    if foreach is None and device.type != "cpu":
         return _multi_tensor_lion
     return _single_tensor_lion
+
+
+def _capturable_unsupported(params: list[Tensor], fused: bool | None) -> str | None:
+    device = params[0].device
+    if _fused_kernel(device) is not triton_kernel or not fused:
+        return (
+            f"capturable=True needs fused=True and CUDA params (the Triton kernel reads lr and "
+            f"found_inf on the device); got fused={fused} and params on {device}"
+        )
+    return None
+
+
+def _is_dtensor(t: Tensor) -> bool:
+    return type(t).__name__ == "DTensor" and hasattr(t, "to_local")
+
+
+def _local(tensors: list[Tensor]) -> list[Tensor]:
+    """The shards a DTensor's rank owns (views of the same storage, updated in place)."""
+    return [t.to_local() if _is_dtensor(t) else t for t in tensors]
 
 
 def _as_real(tensors: list[Tensor]) -> list[Tensor]:
@@ -295,8 +395,24 @@ def _caution_(update: Tensor, grad: Tensor) -> None:
 # Implementations: all take real tensors, a float lr and decay = 1 - lr * weight_decay.
 
 
+def _store_(dst: Tensor, src: Tensor, stochastic: bool) -> None:
+    """Write the fp32 result into (possibly low-precision) storage."""
+    if stochastic and dst.dtype == torch.bfloat16:
+        src = _stochastic_bf16(src)
+    dst.copy_(src)
+
+
+def _stochastic_bf16(x: Tensor) -> Tensor:
+    """Round fp32 ``x`` to bf16 up or down with probabilities proportional to the distance
+    (unbiased): 16 random low bits are added to the fp32 pattern, which is then truncated."""
+    bits = x.view(torch.int32)
+    noisy = bits + torch.randint_like(bits, 0, 1 << 16)
+    rounded = noisy.bitwise_and_(-(1 << 16)).view(torch.float32)
+    return torch.where(torch.isnan(x), x, rounded).to(torch.bfloat16)
+
+
 def _single_tensor_lion(
-    params, grads, exp_avgs, *, lr, beta1, beta2, decay, maximize, cautious
+    params, grads, exp_avgs, *, lr, beta1, beta2, decay, maximize, cautious, stochastic=False
 ) -> None:
     for p, g, m in zip(params, grads, exp_avgs, strict=True):
         dtype = _compute_dtype(p.dtype)
@@ -311,13 +427,13 @@ def _single_tensor_lion(
         p_c.add_(update, alpha=-lr)
         m_c.lerp_(g_c, 1 - beta2)
         if p_c is not p:
-            p.copy_(p_c)
+            _store_(p, p_c, stochastic)
         if m_c is not m:
             m.copy_(m_c)
 
 
 def _multi_tensor_lion(
-    params, grads, exp_avgs, *, lr, beta1, beta2, decay, maximize, cautious
+    params, grads, exp_avgs, *, lr, beta1, beta2, decay, maximize, cautious, stochastic=False
 ) -> None:
     key = lambda p, m: (p.device, p.dtype, m.dtype)  # noqa: E731
     for p_s, g_s, m_s in _split_by(key, params, grads, exp_avgs):
@@ -337,6 +453,8 @@ def _multi_tensor_lion(
         torch._foreach_add_(p_c, updates, alpha=-lr)
         torch._foreach_lerp_(m_c, g_c, 1 - beta2)
         if p_c[0] is not p_s[0]:
+            if stochastic and p_s[0].dtype == torch.bfloat16:
+                p_c = [_stochastic_bf16(p) for p in p_c]
             torch._foreach_copy_(p_s, p_c)
         if m_c[0] is not m_s[0]:
             torch._foreach_copy_(m_s, m_c)
@@ -348,6 +466,29 @@ def _fused_lion(params, grads, exp_avgs, **hyper) -> None:
         params, grads, exp_avgs, write_back = _dense_triples(params, grads, exp_avgs)
     for p_s, g_s, m_s in _split_by(lambda p, m: (p.dtype, m.dtype), params, grads, exp_avgs):
         cpu_kernel.lion_step(p_s, g_s, m_s, **hyper)
+    for dst, src in write_back:
+        dst.copy_(src)
+
+
+def _triton_lion(params, grads, exp_avgs, *, lr, weight_decay, grad_scale, found_inf, stochastic,
+                 **hyper) -> None:  # fmt: skip
+    device = params[0].device
+    if isinstance(lr, Tensor) and lr.device != device:
+        lr = float(lr)  # a host tensor: reading it costs no device sync
+    amp = {
+        name: value.to(device, non_blocking=True)
+        for name, value in (("grad_scale", grad_scale), ("found_inf", found_inf))
+        if value is not None
+    }
+    write_back: list[tuple[Tensor, Tensor]] = []
+    if not all(map(Tensor.is_contiguous, itertools.chain(params, grads, exp_avgs))):
+        params, grads, exp_avgs, write_back = _dense_triples(params, grads, exp_avgs)
+    for p_s, g_s, m_s in _split_by(lambda p, m: (p.dtype, m.dtype), params, grads, exp_avgs):
+        seed = None
+        if stochastic and p_s[0].dtype == torch.bfloat16:
+            seed = int(torch.randint(2**31 - 1, ()))  # torch's CPU generator: no device sync
+        triton_kernel.lion_step(p_s, g_s, m_s, lr=lr, weight_decay=weight_decay,
+                                stochastic_seed=seed, **amp, **hyper)  # fmt: skip
     for dst, src in write_back:
         dst.copy_(src)
 
@@ -417,7 +558,7 @@ def _check_options(group: dict[str, Any]) -> None:
     if not (is_number(wd) and 0.0 <= wd < math.inf):
         raise ValueError(f"Invalid weight_decay: {wd!r} (must be a finite number >= 0)")
 
-    for name in ("maximize", "cautious"):
+    for name in ("maximize", "cautious", "capturable", "stochastic_rounding"):
         if not isinstance(group[name], bool):
             raise TypeError(f"Invalid {name}: {group[name]!r} (must be True or False)")
     for name in ("foreach", "fused"):
@@ -425,6 +566,11 @@ def _check_options(group: dict[str, Any]) -> None:
             raise TypeError(f"Invalid {name}: {group[name]!r} (must be None, True or False)")
     if group["foreach"] and group["fused"]:
         raise ValueError("foreach=True and fused=True are exclusive; choose one implementation")
+    if group["capturable"] and group["stochastic_rounding"]:
+        raise ValueError(
+            "capturable=True and stochastic_rounding=True cannot be combined yet: a captured "
+            "graph would replay one rounding seed every step"
+        )
 
     dtype = group["momentum_dtype"]
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
@@ -453,4 +599,14 @@ def _check_params(group: dict[str, Any], index: int) -> None:
         real = _as_real([torch.empty(0, dtype=p.dtype, device=p.device) for p in group["params"]])
         if reason := fused_supported(real, _as_real(momenta)):
             raise ValueError(f"group {index}: {reason}")
-        cpu_kernel.library()  # a missing compiler is reported now, not at the first step
+        devices = {p.device for p in group["params"]}
+        if any(_fused_kernel(d) is cpu_kernel for d in devices):
+            if group["stochastic_rounding"]:
+                raise ValueError(
+                    f"group {index}: the fused CPU kernel rounds to nearest; "
+                    f"stochastic_rounding=True needs fused=None or False on CPU"
+                )
+            cpu_kernel.library()  # a missing compiler is reported now, not at the first step
+    capture_problem = group["capturable"] and group["params"]
+    if capture_problem and (reason := _capturable_unsupported(group["params"], group["fused"])):
+        raise ValueError(f"group {index}: {reason}")
