@@ -265,6 +265,7 @@ def _lion(params, grads, exp_avgs, *, lr, beta1, beta2, weight_decay, maximize, 
                 "cautious=True with sharded (DTensor) params needs the mean over the whole "
                 "tensor, which the fused kernels do not compute; use fused=False"
             )
+        fused = False  # DTensor ops on the single-tensor or foreach path reduce across ranks
     if any(map(Tensor.is_complex, params)):
         params, grads, exp_avgs = (_as_real(ts) for ts in (params, grads, exp_avgs))
     stochastic = stochastic_rounding and any(p.dtype == torch.bfloat16 for p in params)
@@ -387,7 +388,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def _caution_(update: Tensor, grad: Tensor) -> None:
     """Zero the update where it disagrees in sign with the gradient; rescale what is kept."""
     mask = (update * grad > 0).to(update.dtype)
-    mask.div_(mask.mean().clamp_(min=_CAUTIOUS_MIN_MEAN))
+    mask.div_(mask.mean().clamp(min=_CAUTIOUS_MIN_MEAN))  # out of place: DTensor needs it
     update.mul_(mask)
 
 
