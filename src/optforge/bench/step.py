@@ -29,8 +29,9 @@ import optforge
 from optforge.bench.tables import markdown_table
 from optforge.optim import lion
 
-LION_BYTES, ADAMW_BYTES = 20, 28
+LION_BYTES, ADAMW_BYTES = 20, 28  # per fp32 parameter: 5 and 7 tensor elements moved
 REFERENCE = "torch AdamW fused"
+FUSED_BF16_MOMENTUM = "optforge Lion fused, bf16 momentum"
 LIMIT = "compiled flat Lion (limit)"
 FLAT_FUSED = "optforge Lion fused, flat tensor"
 
@@ -67,6 +68,7 @@ class Report:
     date: str
     machine: str
     torch_version: str
+    dtype: str = "float32"
 
     @classmethod
     def from_json(cls, data: dict) -> Report:
@@ -142,37 +144,50 @@ def candidates(
 ) -> dict[str, tuple[Callable, int]]:
     """Name -> (factory of a step function, bytes per param). Other libraries only when
     installed; ``compiled`` adds ``torch.compile(opt.step)`` of timm's Lion and torch's AdamW
-    (PyTorch's documented recipe: what a user gets by compiling a step themselves)."""
+    (PyTorch's documented recipe: what a user gets by compiling a step themselves). The fused
+    Lion is the C kernel on CPU and the Triton kernel on CUDA."""
+    e = params[0].element_size()
+    lion_b, adamw_b = 5 * e, 7 * e  # read p, g, m (and v); write p, m (and v)
     lion_kw = dict(lr=1e-4, weight_decay=0.1)
     out: dict[str, tuple[Callable, int]] = {}
-    if params[0].device.type == "cpu":
-        out["optforge Lion fused"] = (lambda: optforge.Lion(params, fused=True, **lion_kw), 20)
-    out["optforge Lion foreach"] = (lambda: optforge.Lion(params, foreach=True, **lion_kw), 20)
+    out["optforge Lion fused"] = (lambda: optforge.Lion(params, fused=True, **lion_kw), lion_b)
+    if e == 4:
+        out[FUSED_BF16_MOMENTUM] = (
+            lambda: optforge.Lion(params, fused=True, momentum_dtype=torch.bfloat16, **lion_kw),
+            3 * e + 2 * 2,
+        )
+    out["optforge Lion foreach"] = (
+        lambda: optforge.Lion(params, foreach=True, **lion_kw),
+        lion_b,
+    )
     out["optforge Lion single"] = (
         lambda: optforge.Lion(params, foreach=False, fused=False, **lion_kw),
-        20,
+        lion_b,
     )
-    out[REFERENCE] = (lambda: torch.optim.AdamW(params, lr=1e-3, fused=True), ADAMW_BYTES)
+    out[REFERENCE] = (lambda: torch.optim.AdamW(params, lr=1e-3, fused=True), adamw_b)
     out["torch AdamW foreach"] = (
         lambda: torch.optim.AdamW(params, lr=1e-3, foreach=True),
-        ADAMW_BYTES,
+        adamw_b,
     )
     if timm_lion := _timm_lion():
-        out["timm Lion foreach"] = (lambda: timm_lion(params, foreach=True, **lion_kw), 20)
-        out["timm Lion single"] = (lambda: timm_lion(params, foreach=False, **lion_kw), 20)
+        out["timm Lion foreach"] = (lambda: timm_lion(params, foreach=True, **lion_kw), lion_b)
+        out["timm Lion single"] = (lambda: timm_lion(params, foreach=False, **lion_kw), lion_b)
     if importlib.util.find_spec("lion_pytorch"):
         from lion_pytorch import Lion as LucidLion
         from lion_pytorch.foreach import Lion as LucidLionForeach
 
-        out["lion-pytorch"] = (lambda: LucidLion(params, **lion_kw), 20)
-        out["lion-pytorch foreach"] = (lambda: LucidLionForeach(params, **lion_kw), 20)
+        out["lion-pytorch"] = (lambda: LucidLion(params, **lion_kw), lion_b)
+        out["lion-pytorch foreach"] = (lambda: LucidLionForeach(params, **lion_kw), lion_b)
     if compiled:
         out[COMPILED_ADAMW] = (
             lambda: torch.optim.AdamW(params, lr=1e-3, foreach=True),
-            ADAMW_BYTES,
+            adamw_b,
         )
         if timm_lion:
-            out[COMPILED_TIMM] = (lambda: timm_lion(params, foreach=True, **lion_kw), 20)
+            out[COMPILED_TIMM] = (
+                lambda: timm_lion(params, foreach=True, **lion_kw),
+                lion_b,
+            )
     return {name: (_stepper(make, name in _COMPILED), n) for name, (make, n) in out.items()}
 
 
@@ -189,11 +204,11 @@ def _stepper(make_optimizer: Callable, compiled: bool) -> Callable[[], Callable[
     return make
 
 
-def _flat_lions(n: int, device: str) -> dict[str, Callable[[], None]]:
+def _flat_lions(n: int, device: str, dtype=torch.float32) -> dict[str, Callable[[], None]]:
     """The limit: a torch.compile'd Lion over one flat tensor of n elements, and optforge's
     fused Lion on the very same buffers, which separates the kernel's own speed from what
     182 separately allocated tensors cost."""
-    p, g, m = (torch.randn(n, device=device) for _ in range(3))
+    p, g, m = (torch.randn(n, device=device, dtype=dtype) for _ in range(3))
 
     @torch.compile
     def step(p, g, m):
@@ -204,10 +219,7 @@ def _flat_lions(n: int, device: str) -> dict[str, Callable[[], None]]:
     def fused():
         lion([p], [g], [m], lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.1)
 
-    out = {LIMIT: lambda: step(p, g, m)}
-    if device == "cpu":
-        out[FLAT_FUSED] = fused
-    return out
+    return {LIMIT: lambda: step(p, g, m), FLAT_FUSED: fused}
 
 
 def copy_bandwidth_gbps(n: int, device: str, iters: int) -> float:
@@ -244,6 +256,7 @@ def first_step_overhead_s(shapes: list[tuple[int, ...]]) -> float:
 def run(
     params: float = 20e6,
     device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
     iters: int = 10,
     rounds: int = 5,
     compiled_limit: bool = True,
@@ -255,7 +268,7 @@ def run(
     progress = progress or (lambda _: None)
     torch.manual_seed(0)
     shapes = model_shapes(params)
-    tensors = [torch.nn.Parameter(torch.randn(s, device=device)) for s in shapes]
+    tensors = [torch.nn.Parameter(torch.randn(s, device=device, dtype=dtype)) for s in shapes]
     for p in tensors:
         p.grad = torch.randn_like(p)
     n = sum(p.numel() for p in tensors)
@@ -271,8 +284,8 @@ def run(
             rows[-1].error, step = f"{type(e).__name__}: {e}", None
         steps.append(step)
     if compiled_limit:
-        for name, step in _flat_lions(n, device).items():
-            rows.append(Row(name, LION_BYTES))
+        for name, step in _flat_lions(n, device, dtype).items():
+            rows.append(Row(name, 5 * tensors[0].element_size()))
             steps.append(step)
 
     for r in range(rounds):
@@ -301,6 +314,7 @@ def run(
         date=datetime.now(UTC).strftime("%Y-%m-%d"),
         machine=f"{platform.machine()} {_cpu_name()}, {os.cpu_count()} cores",
         torch_version=torch.__version__,
+        dtype=str(dtype).removeprefix("torch."),
     )
 
 
@@ -362,7 +376,8 @@ def header(report: Report) -> str:
     )
     return (
         f"{report.date}, {report.machine}, torch {report.torch_version}, "
-        f"{report.threads} threads, device {report.device}: {report.params / 1e6:.1f}M fp32 params "
+        f"{report.threads} threads, device {report.device}: {report.params / 1e6:.1f}M "
+        f"{report.dtype} params "
         f"in {report.tensors} tensors; copy bandwidth {report.copy_gbps:.1f} GB/s{first}"
     )
 

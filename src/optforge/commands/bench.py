@@ -22,6 +22,9 @@ def add_bench_commands(commands) -> None:
     )
     step.add_argument("--params", type=positive_count, default=20e6, help="total (20e6)")
     step.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    step.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], default="float32", help="params and grads"
+    )
     step.add_argument("--iters", type=positive_int, default=10, help="timed steps per round")
     step.add_argument("--rounds", type=positive_int, default=5, help="round-robin rounds")
     step.add_argument("--threads", type=positive_int, help="torch threads (default: torch's)")
@@ -96,6 +99,7 @@ def _bench_step(args: argparse.Namespace, console: Console) -> int:
         report = bench.run(
             params=args.params,
             device=args.device,
+            dtype=getattr(torch, args.dtype),
             iters=args.iters,
             rounds=args.rounds,
             compiled_limit=not args.no_limit,
