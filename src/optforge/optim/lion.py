@@ -30,6 +30,7 @@ from torch.optim import Optimizer
 
 from optforge.optim._shared import check_lr, closure_loss, is_number
 from optforge.optim.kernels import cpu as cpu_kernel
+from optforge.optim.kernels import quant
 from optforge.optim.kernels import triton as triton_kernel
 
 __all__ = ["Lion", "lion"]
@@ -44,6 +45,8 @@ _OPTION_DEFAULTS: dict[str, Any] = {
     "capturable": False,
     "stochastic_rounding": False,
 }
+# Options a checkpoint does not override: where and how this run steps and stores its state.
+_RUN_OPTIONS = ("foreach", "fused", "capturable", "momentum_dtype")
 # The paper's examples (ViT, diffusion, language models) all divide AdamW's lr by 10 and
 # multiply its weight decay by 10; its advice is a factor of 3-10.
 ADAMW_RATIO = 10.0
@@ -69,7 +72,9 @@ class Lion(Optimizer):
         cautious: apply the update only where its sign agrees with the gradient's, rescaled by
             the kept fraction to keep the mean update size (Cautious Optimizers, Liang et al. 2024).
         momentum_dtype: dtype of the momentum state (e.g. ``torch.bfloat16`` for fp32 params to
-            halve optimizer memory); ``None`` keeps the param dtype.
+            halve optimizer memory); ``None`` keeps the param dtype. ``torch.int8``: 8-bit
+            blockwise-quantized momentum, ~1 byte per parameter (``kernels/quant.py``; tensors
+            under 4096 elements keep fp32 momentum).
         capturable: keep the step free of host synchronisation so a CUDA graph can capture it
             (a tensor lr is read on the device). Needs CUDA params and ``fused=True``.
         stochastic_rounding: round bf16 params stochastically (unbiased), so that updates below
@@ -145,9 +150,12 @@ class Lion(Optimizer):
     def _momentum(self, p: Tensor, group: dict[str, Any]) -> Tensor:
         state = self.state[p]
         if "exp_avg" not in state:  # lazily, so only params that get gradients cost memory
-            state["exp_avg"] = torch.zeros_like(
-                p, dtype=group["momentum_dtype"], memory_format=torch.preserve_format
-            )
+            if _quantizes(p, group):
+                state["exp_avg"], state["exp_avg_absmax"] = quant.zeros(p)
+            else:
+                state["exp_avg"] = torch.zeros_like(
+                    p, dtype=_float_momentum_dtype(p, group), memory_format=torch.preserve_format
+                )
         return state["exp_avg"]
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -158,18 +166,21 @@ class Lion(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load hyper-parameters and state as torch does, with two differences: the momentum
-        keeps its configured ``momentum_dtype`` (torch would cast it to the param dtype), and
-        ``foreach``/``fused`` stay as this optimizer was built: they describe where this run
-        executes, not the training state (a foreach checkpoint can resume on the fused path)."""
-        paths = [(g["foreach"], g["fused"]) for g in self.param_groups]
+        is taken as saved and converted to this optimizer's ``momentum_dtype`` (torch would
+        first cast it to the param dtype, rounding an fp32 momentum of bf16 params through
+        bf16), and the options in ``_RUN_OPTIONS`` stay as this optimizer was built: they
+        describe how this run executes and stores its state, not the training state (a foreach
+        checkpoint resumes on the fused path, an fp32 momentum into 8-bit and back)."""
+        kept = [{k: g[k] for k in _RUN_OPTIONS} for g in self.param_groups]
+        saved = _saved_momenta(state_dict, self.param_groups)
         super().load_state_dict(state_dict)
-        for group, (foreach, fused) in zip(self.param_groups, paths, strict=True):
-            group["foreach"], group["fused"] = foreach, fused
+        for group, options in zip(self.param_groups, kept, strict=True):
+            group.update(options)
             for p in group["params"]:
                 state = self.state.get(p)
-                if state and "exp_avg" in state:
-                    want = group["momentum_dtype"] or p.dtype
-                    state["exp_avg"] = state["exp_avg"].to(dtype=want)
+                if state and p in saved:
+                    state.update({k: v.to(p.device, copy=True) for k, v in saved[p].items()})
+                    _convert_momentum(state, p, group)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -185,10 +196,8 @@ class Lion(Optimizer):
                 )
             exp_avgs = [self._momentum(p, group) for p in params]
             beta1, beta2 = group["betas"]
-            _lion(
-                params,
-                grads,
-                exp_avgs,
+            step = functools.partial(
+                _lion,
                 lr=group["lr"],
                 beta1=beta1,
                 beta2=beta2,
@@ -202,6 +211,15 @@ class Lion(Optimizer):
                 grad_scale=getattr(self, "grad_scale", None),
                 found_inf=getattr(self, "found_inf", None),
             )
+            quantized = [i for i, p in enumerate(params) if "exp_avg_absmax" in self.state[p]]
+            if len(quantized) < len(params):
+                plain = [i for i in range(len(params)) if i not in set(quantized)]
+                step(*([ts[i] for i in plain] for ts in (params, grads, exp_avgs)))
+            for i in quantized:  # one tensor at a time: the fp32 copy is one tensor's worth
+                state = self.state[params[i]]
+                m = quant.dequantize(state["exp_avg"], state["exp_avg_absmax"])
+                step([params[i]], [grads[i]], [m])
+                quant.quantize_(m, state["exp_avg"], state["exp_avg_absmax"])
         return loss
 
 
@@ -574,10 +592,12 @@ def _check_options(group: dict[str, Any]) -> None:
         )
 
     dtype = group["momentum_dtype"]
-    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+    if dtype is not None and not (
+        isinstance(dtype, torch.dtype) and (dtype.is_floating_point or dtype == torch.int8)
+    ):
         raise TypeError(
-            f"Invalid momentum_dtype: {dtype!r} (must be None or a floating torch.dtype, "
-            f"e.g. torch.bfloat16)"
+            f"Invalid momentum_dtype: {dtype!r} (must be None, a floating torch.dtype such as "
+            f"torch.bfloat16, or torch.int8 for 8-bit blockwise-quantized momentum)"
         )
 
 
@@ -594,9 +614,7 @@ def _check_params(group: dict[str, Any], index: int) -> None:
                 f"parameters (group {index}); leave it None for complex params"
             )
     if group["fused"]:
-        momenta = [
-            torch.empty(0, dtype=group["momentum_dtype"] or p.dtype) for p in group["params"]
-        ]
+        momenta = [torch.empty(0, dtype=_float_momentum_dtype(p, group)) for p in group["params"]]
         real = _as_real([torch.empty(0, dtype=p.dtype, device=p.device) for p in group["params"]])
         if reason := fused_supported(real, _as_real(momenta)):
             raise ValueError(f"group {index}: {reason}")
@@ -611,3 +629,47 @@ def _check_params(group: dict[str, Any], index: int) -> None:
     capture_problem = group["capturable"] and group["params"]
     if capture_problem and (reason := _capturable_unsupported(group["params"], group["fused"])):
         raise ValueError(f"group {index}: {reason}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Momentum storage: a float dtype, or 8-bit codes with per-block maxima (``kernels/quant.py``)
+
+
+def _quantizes(p: Tensor, group: dict[str, Any]) -> bool:
+    return group["momentum_dtype"] == torch.int8 and quant.wants_quantized(p)
+
+
+def _float_momentum_dtype(p: Tensor, group: dict[str, Any]) -> torch.dtype:
+    dtype = group["momentum_dtype"]
+    if dtype == torch.int8:  # a tensor too small to quantize
+        return torch.float32
+    return dtype or p.dtype
+
+
+def _convert_momentum(state: dict[str, Any], p: Tensor, group: dict[str, Any]) -> None:
+    """Bring a loaded momentum to this optimizer's storage, quantizing or dequantizing."""
+    if "exp_avg_absmax" in state and not _quantizes(p, group):
+        m = quant.dequantize(state["exp_avg"], state.pop("exp_avg_absmax"))
+        state["exp_avg"] = m.to(_float_momentum_dtype(p, group))
+    elif "exp_avg_absmax" not in state and _quantizes(p, group):
+        m = state["exp_avg"].to(torch.float32)
+        state["exp_avg"], state["exp_avg_absmax"] = quant.zeros(p)
+        quant.quantize_(m, state["exp_avg"], state["exp_avg_absmax"])
+    elif "exp_avg_absmax" not in state:
+        state["exp_avg"] = state["exp_avg"].to(_float_momentum_dtype(p, group))
+    else:
+        state["exp_avg"] = state["exp_avg"].to(torch.int8)
+
+
+def _saved_momenta(state_dict: dict[str, Any], groups: list[dict[str, Any]]) -> dict:
+    """param -> its saved momentum tensors, mapped the way torch's load_state_dict maps saved
+    ids to params (in group order)."""
+    saved_ids = itertools.chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+    params = itertools.chain.from_iterable(g["params"] for g in groups)
+    out = {}
+    for saved_id, p in zip(saved_ids, params, strict=False):  # torch checks the lengths
+        entry = state_dict["state"].get(saved_id, {})
+        kept = {k: entry[k] for k in ("exp_avg", "exp_avg_absmax") if k in entry}
+        if kept:
+            out[p] = kept
+    return out
