@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 
 from rich.console import Console
 
@@ -82,6 +83,21 @@ def add_bench_commands(commands) -> None:
         help="instead: ms per training step, split into its parts, at K = 1 and K",
     )
     ev.set_defaults(handler=_bench_eval)
+
+    prec = benches.add_parser(
+        "precision",
+        help="Lion with 8-bit / bf16 momentum and bf16 params (stochastic rounding) vs fp32",
+        description="Train real models with optforge.Lion in several storage precisions from "
+        "the same seeds; print the final validation metric (mean ± std), the gap to fp32 and "
+        "the optimizer-state bytes per parameter.",
+    )
+    prec.add_argument("--tasks", default="fmnist-mlp,shakespeare-lm",
+                      help="comma-separated: fmnist-mlp, shakespeare-lm")  # fmt: skip
+    prec.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..N-1 (3)")
+    prec.add_argument("--steps", type=positive_int, help="training steps (task default)")
+    prec.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    prec.add_argument("--out", metavar="PREFIX", help="also write PREFIX.json and PREFIX.png")
+    prec.set_defaults(handler=_bench_precision)
     add_fidelity_commands(benches)
 
 
@@ -210,3 +226,33 @@ def _profile_eval(args: argparse.Namespace, tiers: set[str], console: Console) -
 
 def _maybe(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _bench_precision(args: argparse.Namespace, console: Console) -> int:
+    import dataclasses
+    import json
+
+    from optforge.bench import precision
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in precision.TASKS]
+    if unknown or not tasks:
+        console.print(f"[red]--tasks: unknown {', '.join(unknown) or '(none)'}; "
+                      f"choose from {', '.join(precision.TASKS)}[/red]")  # fmt: skip
+        return 2
+    if args.steps:
+        precision.TASKS = {
+            name: functools.partial(make, steps=args.steps)
+            for name, make in precision.TASKS.items()
+        }
+    seeds = list(range(args.seeds))
+    with console.status("training") as status:
+        results = precision.run(tasks, seeds, progress=lambda t: status.update(f"training: {t}"))
+    title = f"Lion storage precision, seeds {seeds[0]}-{seeds[-1]}"
+    print_table(console, title, precision.COLUMNS, precision.table_rows(results), args.markdown)
+    if args.out:
+        with open(f"{args.out}.json", "w") as f:
+            json.dump([dataclasses.asdict(r) for r in results], f, indent=2)
+        precision.plot(results, f"{args.out}.png")
+        console.print(f"wrote {args.out}.json, {args.out}.png")
+    return 0
