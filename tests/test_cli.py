@@ -16,6 +16,16 @@ def test_help_lists_commands():
     assert "bench" in proc.stdout
 
 
+def test_python_dash_m_optforge_and_version():
+    import optforge
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "optforge", "--version"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"optforge {optforge.__version__}"
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -23,6 +33,7 @@ def test_help_lists_commands():
         (["bench", "step", "--params", "0"], "'0' must be a finite number >= 1"),
         (["bench", "step", "--iters", "0"], "'0' must be >= 1"),
         (["bench", "step", "--device", "tpu"], "invalid choice: 'tpu'"),
+        (["bench", "step", "--dtype", "int4"], "invalid choice: 'int4'"),
     ],
 )
 def test_bad_arguments_are_named(argv, message, capsys):

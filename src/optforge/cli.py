@@ -10,6 +10,8 @@ import sys
 
 from rich.console import Console
 
+from optforge import __version__
+
 from optforge.commands.bench import add_bench_commands
 from optforge.commands.program import add_program_commands
 from optforge.commands.report import add_compare_command
@@ -22,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="optforge",
         description="Discover optimizers by evolutionary program search; benchmark Lion.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_bench_commands(commands)
     add_search_commands(commands)
