@@ -11,7 +11,6 @@ import sys
 from rich.console import Console
 
 from optforge import __version__
-
 from optforge.commands.bench import add_bench_commands
 from optforge.commands.program import add_program_commands
 from optforge.commands.report import add_compare_command

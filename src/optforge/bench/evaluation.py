@@ -125,6 +125,57 @@ def measure(task: Task, k: int = 32, rounds: int = 3, compiled: bool = True) -> 
                       tuple(fast), compile_s)  # fmt: skip
 
 
+class _MLPModule(torch.nn.Module):
+    """models.MLP written as a user would, same layout and init scale, for the adapter run."""
+
+    def __init__(self, inputs: int, hidden: int, classes: int = 10):
+        super().__init__()
+        self.w1 = torch.nn.Parameter(torch.randn(inputs, hidden) / inputs**0.5)
+        self.b1 = torch.nn.Parameter(torch.zeros(hidden))
+        self.w2 = torch.nn.Parameter(torch.randn(hidden, classes) / hidden**0.5)
+        self.b2 = torch.nn.Parameter(torch.zeros(classes))
+
+    def forward(self, x):
+        return torch.nn.functional.gelu(x @ self.w1 + self.b1) @ self.w2 + self.b2
+
+
+def adapter_comparison(task: Task, k: int = 32, rounds: int = 3) -> dict[str, list[float]]:
+    """Evaluations per second of an MLP task through its hand-batched model and through the
+    generic ``torch.func`` adapter (``tasks/user.py``) on the same data, steps and K, in
+    alternating rounds. Only tasks whose model is an MLP have a twin here."""
+    from optforge.tasks import user
+
+    if task.architecture != "mlp":
+        raise ValueError(f"the adapter comparison needs an MLP task, got {task.name}")
+    cfg = dict(task.config)
+    d = task.data()
+    spec = user.UserTask(
+        f"{task.name} (adapter)",
+        lambda: _MLPModule(cfg["inputs"], cfg["hidden"]),
+        (task._train_inputs(), d.y_train),
+        task._validation(),
+        loss=torch.nn.functional.cross_entropy,
+        steps=task.steps,
+        batch=task.batch,
+        warmup=task.warmup,
+    )
+    twin = user.as_task(spec)
+    programs, seeds = distinct_programs(k), list(range(k))
+
+    def evals_per_s(t) -> float:
+        start = time.perf_counter()
+        evaluate(t, programs, seeds)
+        return k / (time.perf_counter() - start)
+
+    evaluate(task, programs[:2], seeds[:2])  # warm-up: data loading, caches
+    evaluate(twin, programs[:2], seeds[:2])
+    out: dict[str, list[float]] = {"hand-batched": [], "torch.func adapter": []}
+    for _ in range(rounds):
+        out["hand-batched"].append(evals_per_s(task))
+        out["torch.func adapter"].append(evals_per_s(twin))
+    return out
+
+
 MATMULS = ("aten::bmm", "aten::mm", "aten::addmm", "aten::baddbmm")
 
 

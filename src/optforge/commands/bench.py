@@ -82,6 +82,12 @@ def add_bench_commands(commands) -> None:
         action="store_true",
         help="instead: ms per training step, split into its parts, at K = 1 and K",
     )
+    ev.add_argument(
+        "--adapter",
+        metavar="TASK",
+        help="instead: evaluations/s of an MLP task hand-batched vs through the torch.func "
+        "adapter for user tasks (e.g. fmnist-mlp-p)",
+    )
     ev.set_defaults(handler=_bench_eval)
 
     prec = benches.add_parser(
@@ -177,6 +183,8 @@ def _bench_eval(args: argparse.Namespace, console: Console) -> int:
     from optforge.tasks.registry import TASKS
 
     tiers = {t.strip() for t in args.tiers.split(",")}
+    if args.adapter:
+        return _adapter_eval(args, console)
     if args.profile:
         return _profile_eval(args, tiers, console)
     rows = []
@@ -255,4 +263,26 @@ def _bench_precision(args: argparse.Namespace, console: Console) -> int:
             json.dump([dataclasses.asdict(r) for r in results], f, indent=2)
         precision.plot(results, f"{args.out}.png")
         console.print(f"wrote {args.out}.json, {args.out}.png")
+    return 0
+
+
+def _adapter_eval(args: argparse.Namespace, console: Console) -> int:
+    import statistics
+
+    from optforge.bench.evaluation import adapter_comparison
+    from optforge.tasks import registry
+
+    try:
+        task = registry.get(args.adapter)
+        with console.status(f"measuring {task.name}"):
+            runs = adapter_comparison(task, k=args.k, rounds=args.rounds)
+    except (KeyError, ValueError) as e:
+        console.print(f"[red]--adapter: {e.args[0]}[/red]")
+        return 2
+    base = statistics.median(runs["hand-batched"])
+    rows = [[name, f"{statistics.median(v):.2f}", f"{min(v):.2f}-{max(v):.2f}",
+             f"{statistics.median(v) / base:.2f}x"] for name, v in runs.items()]  # fmt: skip
+    title = f"{task.name}, K = {args.k}, {args.rounds} rounds (median, min-max)"
+    print_table(console, title, ["model", "evals/s", "range", "vs hand-batched"], rows,
+                args.markdown)  # fmt: skip
     return 0

@@ -304,8 +304,30 @@ TASKS = {
 }
 
 
+_REGISTERED: dict[str, object] = {}
+
+
+def register(task) -> str:
+    """Make a task object (e.g. ``user.as_task(UserTask(...))``) known by its name in this
+    process, for the Python API. Ray workers in other processes cannot see it: give them a
+    ``package.module:factory`` reference instead."""
+    if task.name in TASKS:
+        raise ValueError(f"task name {task.name!r} is taken by a built-in task")
+    _REGISTERED[task.name] = task
+    return task.name
+
+
 def get(name: str) -> Task:
-    try:
+    """A built-in task, a registered one, or a user's ``package.module:factory``."""
+    if name in TASKS:
         return TASKS[name]
-    except KeyError:
-        raise KeyError(f"unknown task {name!r} (tasks: {', '.join(TASKS)})") from None
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    from optforge.tasks import user
+
+    if user.is_reference(name):
+        return user.load(name)
+    raise KeyError(
+        f"unknown task {name!r} (tasks: {', '.join(TASKS)}; or your own as "
+        f"package.module:factory returning an optforge.tasks.user.UserTask)"
+    )
