@@ -53,6 +53,22 @@ def add_search_commands(commands) -> None:
     )
     search.add_argument("--address", help="a Ray cluster address (default: start a local Ray)")
     search.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "auto"),
+        default="cpu",
+        help="where candidates train (auto: CUDA when a GPU is visible; with Ray: when "
+        "--gpus-per-worker > 0)",
+    )
+    search.add_argument(
+        "--cpus-per-worker", type=positive_float, default=1.0, help="CPUs each Ray actor asks for"
+    )
+    search.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=0.0,
+        help="GPUs each Ray actor asks for (fractions share a GPU, e.g. 0.25: 4 actors on one)",
+    )
+    search.add_argument(
         "--algorithm",
         choices=("evolution", "random", "constants"),
         default="evolution",
@@ -159,7 +175,12 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]error:[/red] {message}", highlight=False)
         return 2
     name = args.executor or ("inprocess" if config.workers == 1 else "local")
-    executor = make_executor(name, config.workers, args.address)
+    try:
+        executor = make_executor(name, config.workers, args.address, args.device,
+                                 args.cpus_per_worker, args.gpus_per_worker)  # fmt: skip
+    except ValueError as e:
+        console.print(f"[red]error:[/red] {e}", highlight=False)
+        return 2
     console.print(
         f"searching {config.task} with {config.algorithm} (seed {config.seed}, budget "
         f"{config.budget}, {config.workers} x {name}); journal {path}",

@@ -8,6 +8,8 @@ from rich.console import Console
 
 from optforge.commands.common import load_program, positive_int, print_table
 
+DEVICE_HELP = "where the candidates train (auto: CUDA when a GPU is visible)"
+
 
 def add_task_commands(commands) -> None:
     tasks = commands.add_parser("tasks", help="the fitness tasks: tiers, sizes, steps, metric")
@@ -23,12 +25,14 @@ def add_task_commands(commands) -> None:
                          "sgd/momentum/adamw/lion")  # fmt: skip
     ev.add_argument("--task", required=True, help="a task name (see `optforge tasks`)")
     ev.add_argument("--seeds", type=positive_int, default=3)
+    ev.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help=DEVICE_HELP)
     ev.set_defaults(handler=_eval)
 
     tune = commands.add_parser("tune", help="grid-search the library baselines on a task")
     tune.add_argument("--task", required=True)
     tune.add_argument("--optimizers", default="sgd,momentum,adamw,lion")
     tune.add_argument("--seeds", type=positive_int, default=3)
+    tune.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help=DEVICE_HELP)
     tune.add_argument("--markdown", action="store_true", help="print Markdown tables")
     tune.add_argument(
         "--wide",
@@ -47,6 +51,16 @@ def add_task_commands(commands) -> None:
         help="grow the step-size grid past an end that holds the best, up to N times (default 2)",
     )
     tune.set_defaults(handler=_tune)
+
+
+def _device(name: str, console: Console) -> str | None:
+    from optforge.search.executors import device_unavailable, resolve_device
+
+    device = resolve_device(name)
+    if reason := device_unavailable(device):
+        console.print(f"[red]error:[/red] {reason}", highlight=False)
+        return None
+    return device
 
 
 def _task(name: str, console: Console):
@@ -84,8 +98,8 @@ def _tasks(args: argparse.Namespace, console: Console) -> int:
 def _eval(args: argparse.Namespace, console: Console) -> int:
     from optforge.tasks.sweep import Summary, evaluate_many
 
-    task = _task(args.task, console)
-    if task is None:
+    task, device = _task(args.task, console), _device(args.device, console)
+    if task is None or device is None:
         return 2
     if args.program.startswith("baseline:"):
         try:
@@ -97,7 +111,7 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
         program = load_program(args.program, console)
         if program is None:
             return 2
-    results = evaluate_many(task, [(program, s) for s in range(args.seeds)])
+    results = evaluate_many(task, [(program, s) for s in range(args.seeds)], device=device)
     for seed, r in enumerate(results):
         value = f"{r.fitness:.4f}" if not r.failed else f"failed: {r.reason}"
         console.print(f"seed {seed}: {value}  (final train loss {r.final_loss:.3f})",
@@ -113,8 +127,8 @@ def _tune(args: argparse.Namespace, console: Console) -> int:
 
     from optforge.tasks.sweep import GRIDS, HELD_OUT_SEED, WIDE_GRIDS, tune
 
-    task = _task(args.task, console)
-    if task is None:
+    task, device = _task(args.task, console), _device(args.device, console)
+    if task is None or device is None:
         return 2
     grids = WIDE_GRIDS if args.wide else GRIDS
     names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
@@ -129,7 +143,8 @@ def _tune(args: argparse.Namespace, console: Console) -> int:
             bar.update(job, completed=done, total=total)
 
         tuned = tune(task, names, args.seeds, progress=progress, grids=grids,
-                     held_out_seeds=args.held_out_seeds, extend=args.extend)  # fmt: skip
+                     held_out_seeds=args.held_out_seeds, extend=args.extend,
+                     device=device)  # fmt: skip
     rows = []
     for t in tuned:
         for config, summary in t.grid.items():

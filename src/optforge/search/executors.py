@@ -13,9 +13,11 @@ failed; a job that runs past its deadline has its worker killed and is failed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import multiprocessing as mp
 import os
+import platform
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ class Job:
     threads: int | None = None  # torch threads while running (None: leave as is)
     hang_after: float | None = None  # seconds; default: see ``deadline``
     fitness: FitnessConfig | None = None  # None: the task's raw metric, one seed, x1
+    device: str | None = None  # torch device of the training (None: the executor's, else CPU)
 
     @property
     def deadline(self) -> float | None:
@@ -61,6 +64,8 @@ def run_job(job: Job) -> list[Evaluation]:
     """Run one job here. Never raises: a candidate whose training raises is failed."""
     import torch
 
+    if reason := device_unavailable(job.device):
+        return failed(job, reason)
     threads = torch.get_num_threads()
     if job.threads is not None:
         torch.set_num_threads(job.threads)
@@ -85,7 +90,7 @@ def _evaluate(job: Job, sources: Sequence[str], seeds: Sequence[int]) -> list[Ev
     config = (job.fitness or FitnessConfig()).on(job.task)
     optimizers = [parse_optimizer(s) for s in sources]
     results = score(config, optimizers, list(seeds), time_limit=job.time_limit,
-                    compiled=job.compiled)  # fmt: skip
+                    compiled=job.compiled, device=job.device or "cpu")  # fmt: skip
     return [
         Evaluation(
             r.fitness,
@@ -103,14 +108,44 @@ def failed(job: Job, reason: str) -> list[Evaluation]:
     return [Evaluation(None, reason) for _ in job.sources]
 
 
+def resolve_device(name: str | None) -> str:
+    """``auto``: CUDA where torch sees a GPU, else CPU; other names pass through."""
+    import torch
+
+    if name in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def device_unavailable(device: str | None) -> str | None:
+    """Why this process cannot train on ``device`` (None when it can)."""
+    import torch
+
+    if device is None or not device.startswith("cuda") or torch.cuda.is_available():
+        return None
+    return (
+        f"--device {device}: this worker ({platform.node()}) has no CUDA device visible to "
+        f"torch; use --device cpu or auto, or give workers GPUs"
+    )
+
+
+def _on_device(job: Job, device: str) -> Job:
+    return job if job.device is not None else dataclasses.replace(job, device=device)
+
+
 class InProcessExecutor:
     """Runs jobs one after another in this process (the evaluator's time limit still holds)."""
 
     workers = 1
 
+    def __init__(self, device: str = "cpu"):
+        self.device = resolve_device(device)
+        if reason := device_unavailable(self.device):
+            raise ValueError(reason)
+
     def run(self, jobs: Sequence[Job]) -> Iterator[tuple[Job, list[Evaluation]]]:
         for job in jobs:
-            yield job, run_job(job)
+            yield job, run_job(_on_device(job, self.device))
 
     def close(self) -> None:
         pass
@@ -120,10 +155,11 @@ class _PoolExecutor:
     """Scheduling shared by the local and Ray executors: one job per idle worker, deadlines,
     replacement of dead or hung workers, one retry after a death."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, device: str = "cpu"):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.workers = workers
+        self.device = device
         self._idle: list = []
 
     # backend: start a worker, hand it a job, collect finished ones, kill one
@@ -147,7 +183,8 @@ class _PoolExecutor:
             while queue and len(busy) < self.workers:
                 job, deaths = queue.pop(0)
                 worker = self._idle.pop() if self._idle else self._start()
-                busy[worker] = (job, deaths, self._submit(worker, job), time.monotonic())
+                handle = self._submit(worker, _on_device(job, self.device))
+                busy[worker] = (job, deaths, handle, time.monotonic())
             for worker, outcome in self._collect(busy, timeout=1.0):
                 job, deaths, _, _ = busy.pop(worker)
                 if isinstance(outcome, Exception):
@@ -183,8 +220,11 @@ def _worker_main(connection) -> None:
 class LocalExecutor(_PoolExecutor):
     """Worker processes on this machine (spawned, so each has its own torch state)."""
 
-    def __init__(self, workers: int = 2):
-        super().__init__(workers)
+    def __init__(self, workers: int = 2, device: str = "cpu"):
+        device = resolve_device(device)
+        if reason := device_unavailable(device):
+            raise ValueError(reason)
+        super().__init__(workers, device)
         self._context = mp.get_context("spawn")
 
     def _start(self):
@@ -241,19 +281,39 @@ class _RayWorker:
 
 
 class RayExecutor(_PoolExecutor):
-    """Ray actors: on this machine (``address=None`` starts a local Ray) or on a cluster."""
+    """Ray actors: on this machine (``address=None`` starts a local Ray) or on a cluster.
 
-    def __init__(self, workers: int = 2, address: str | None = None):
-        super().__init__(workers)
+    Each actor asks Ray for ``cpus`` CPUs and ``gpus`` GPUs (fractions let several actors share
+    one GPU); Ray places it on a node that has them and keeps it, with its loaded data and
+    compiled code, for the whole search. ``device`` is what actors train on: ``auto`` means
+    CUDA when ``gpus`` > 0."""
+
+    def __init__(self, workers: int = 2, address: str | None = None, device: str = "cpu",
+                 cpus: float = 1.0, gpus: float = 0.0):  # fmt: skip
+        if cpus <= 0 or gpus < 0:
+            raise ValueError(f"--cpus-per-worker must be > 0 and --gpus-per-worker >= 0, got "
+                             f"{cpus} and {gpus}")  # fmt: skip
+        device = ("cuda" if gpus > 0 else "cpu") if device == "auto" else device
+        if device.startswith("cuda") and gpus == 0:
+            raise ValueError("--device cuda with the Ray executor needs --gpus-per-worker > 0 "
+                             "(Ray hides GPUs from actors that did not ask for one)")  # fmt: skip
+        super().__init__(workers, device)
         import ray
 
         self._ray = ray
         if not ray.is_initialized():
-            kwargs = {"address": address} if address else {"num_cpus": workers}
+            kwargs = {"address": address} if address else {"num_cpus": math.ceil(workers * cpus)}
             ray.init(
                 **kwargs, include_dashboard=False, log_to_driver=False, configure_logging=False
             )
-        self._actor = ray.remote(num_cpus=1, max_restarts=0)(_RayWorker)
+        have = ray.cluster_resources()
+        if gpus > 0 and have.get("GPU", 0) < gpus:
+            raise ValueError(
+                f"--gpus-per-worker {gpus:g}: the Ray cluster has {have.get('GPU', 0):g} GPUs "
+                f"and {have.get('CPU', 0):g} CPUs; start its nodes with GPUs, or use "
+                f"--gpus-per-worker 0 --device cpu"
+            )
+        self._actor = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=0)(_RayWorker)
 
     def _start(self):
         return self._actor.remote()
@@ -276,13 +336,14 @@ class RayExecutor(_PoolExecutor):
         self._ray.kill(worker, no_restart=True)
 
 
-def make_executor(name: str, workers: int = 1, address: str | None = None):
+def make_executor(name: str, workers: int = 1, address: str | None = None, device: str = "cpu",
+                  cpus: float = 1.0, gpus: float = 0.0):  # fmt: skip
     if name == "inprocess":
-        return InProcessExecutor()
+        return InProcessExecutor(device)
     if name == "local":
-        return LocalExecutor(workers)
+        return LocalExecutor(workers, device)
     if name == "ray":
-        return RayExecutor(workers, address)
+        return RayExecutor(workers, address, device, cpus, gpus)
     raise ValueError(f"executor must be one of {EXECUTORS}, got {name!r}")
 
 

@@ -206,6 +206,7 @@ def score(
     *,
     time_limit: float | None = None,
     compiled: bool = False,
+    device: str = "cpu",
 ) -> list[Scored]:
     """The fitness of each optimizer (trained from its own seed) under ``config``, which must
     name its tasks (``config.on(task)``). All rows of one task train as one batch (or batches
@@ -221,12 +222,12 @@ def score(
     full = list(everyone)
     if config.hurdle is not None:  # the cascade: stage 1 for everyone, the rest for a few
         results = _train(config, optimizers, {i: cells[i][:1] for i in everyone}, time_limit,
-                         compiled)  # fmt: skip
+                         compiled, device)  # fmt: skip
         full = [i for i in full if _at_least(_best(config, results, i, cells[i][:1])[0],
                                              config.hurdle)]  # fmt: skip
     skip = 1 if config.hurdle is not None else 0
     results.update(_train(config, optimizers, {i: cells[i][skip:] for i in full}, time_limit,
-                          compiled))  # fmt: skip
+                          compiled, device))  # fmt: skip
     per_candidate: dict[int, list] = {i: [] for i in everyone}
     for key, r in results.items():
         per_candidate[key[0]].append(r)
@@ -250,7 +251,7 @@ def score(
     return out
 
 
-def _train(config, optimizers, cells, time_limit, compiled) -> dict:
+def _train(config, optimizers, cells, time_limit, compiled, device="cpu") -> dict:
     """{(i, task, seed, multiplier): Result} for every listed cell of every optimizer i and
     every multiplier; the rows of one task train together."""
     out = {}
@@ -264,7 +265,7 @@ def _train(config, optimizers, cells, time_limit, compiled) -> dict:
             part = rows[start : start + step]
             results = evaluate(task, [scaled(optimizers[i], m) for i, _, m in part],
                                [s for _, s, _ in part], time_limit=time_limit,
-                               compiled=compiled)  # fmt: skip
+                               compiled=compiled, device=device)  # fmt: skip
             for (i, s, m), r in zip(part, results, strict=True):
                 out[(i, task_name, s, m)] = r
     return out

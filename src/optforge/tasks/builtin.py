@@ -83,7 +83,7 @@ class BuiltinUpdater:
         if not rows:
             return
         o, (theta, m, v) = self.optimizer, self.tensors
-        i = torch.tensor(rows)
+        i = torch.tensor(rows, device=theta.device)
         g = grad[i]
         m_i = m[i].mul_(o.beta1).add_(g, alpha=1 - o.beta1)
         v_i = v[i].mul_(o.beta2).addcmul_(g, g, value=1 - o.beta2)

@@ -74,29 +74,46 @@ class Task:
             return MLP(**cfg)
         return CharLM(vocab=len(self.data().vocab), **cfg)
 
-    def batches(self, seeds) -> Callable[[int], tuple[Tensor, Tensor]]:
-        """Step t -> (x, y) for K candidates; candidate k's data order follows seeds[k]."""
-        d = self.data()
+    def batches(self, seeds, device=None) -> Callable[[int], tuple[Tensor, Tensor]]:
+        """Step t -> (x, y) for K candidates; candidate k's data order follows seeds[k]. The
+        dataset moves to ``device`` once; only each step's indices (drawn on the CPU from
+        seeded generators, so every device sees the same batches) travel per step."""
+        device = torch.device(device or "cpu")
         gens = [torch.Generator().manual_seed(s + SEED_STRIDE) for s in seeds]
         if not self.language:
-            x_train = self._train_inputs()
+            x_train, y_train = self._on(device, "train")
             n = len(x_train)
 
             def images(t: int):
                 idx = torch.stack([torch.randint(0, n, (self.batch,), generator=g) for g in gens])
+                idx = idx.to(device, non_blocking=True)
                 x = x_train.index_select(0, idx.flatten())
-                return x.reshape(*idx.shape, *x.shape[1:]), d.y_train[idx]
+                return x.reshape(*idx.shape, *x.shape[1:]), y_train[idx]
 
             return images
         context = dict(self.config)["context"]
-        n = len(d.train) - context - 1
+        (train,) = self._on(device, "text")
+        n = len(train) - context - 1
+        offsets = torch.arange(context + 1, device=device)
 
         def text(t: int):
             starts = torch.stack([torch.randint(0, n, (self.batch,), generator=g) for g in gens])
-            windows = d.train[starts[..., None] + torch.arange(context + 1)]
+            windows = train[starts.to(device, non_blocking=True)[..., None] + offsets]
             return windows[..., :-1], windows[..., 1:]
 
         return text
+
+    @functools.cache  # noqa: B019 - tasks are immutable singletons
+    def _on(self, device: torch.device, part: str) -> tuple[Tensor, ...]:
+        """The training data (``train``: prepared images and labels; ``text``: the corpus) or
+        the validation set (``val``) on ``device``, moved there once."""
+        if part == "train":
+            tensors = (self._train_inputs(), self.data().y_train)
+        elif part == "text":
+            tensors = (self.data().train,)
+        else:
+            tensors = self._validation()
+        return tuple(t.to(device) for t in tensors)
 
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
         return cross_entropy(logits, y)
@@ -108,8 +125,8 @@ class Task:
         """Validation accuracy (vision) or -validation loss (language) per candidate, on a
         fixed validation subset of ``eval_size`` items."""
         k, views = theta.shape[0], model.views(theta)
-        x, y = self._validation()
-        totals = torch.zeros(k)
+        x, y = self._on(theta.device, "val")
+        totals = torch.zeros(k, device=theta.device)
         # chunks of a fixed size, whatever K: activations stay a few MB per candidate (huge
         # ones cost a page fault per 4 KB at every call) and a candidate's score does not
         # depend on the batch it was scored in

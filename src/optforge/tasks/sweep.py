@@ -78,12 +78,13 @@ def evaluate_many(
     candidates: Sequence[tuple[Program, int]],
     batch: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    device: str = "cpu",
 ) -> list[Result]:
-    """Evaluate (program, seed) pairs in batches of ``batch`` candidates."""
+    """Evaluate (program, seed) pairs in batches of ``batch`` candidates on ``device``."""
     results: list[Result] = []
     for start in range(0, len(candidates), batch):
         chunk = candidates[start : start + batch]
-        results += evaluate(task, [p for p, _ in chunk], [s for _, s in chunk])
+        results += evaluate(task, [p for p, _ in chunk], [s for _, s in chunk], device=device)
         if progress:
             progress(len(results), len(candidates))
     return results
@@ -107,6 +108,7 @@ def tune(
     grids: dict[str, Grid] = GRIDS,
     held_out_seeds: int | None = None,
     extend: int = 0,
+    device: str = "cpu",
 ) -> list[Tuned]:
     """Grid-search each optimizer on seeds 0..seeds-1; re-measure the best on fresh seeds
     (``held_out_seeds`` of them, default ``seeds``). ``extend`` > 0 grows the step-size grid
@@ -118,7 +120,7 @@ def tune(
     tuned = []
     for name in optimizers:
         configs = grids[name].configs()
-        grid = _sweep(task, name, configs, seeds, progress)
+        grid = _sweep(task, name, configs, seeds, progress, device)
         for _ in range(extend):
             best = _best(grid)
             etas = sorted({c[0] for c in grid})
@@ -126,14 +128,15 @@ def tune(
                 break
             eta = best[0] * (10**0.5 if best[0] == etas[-1] else 10**-0.5)
             more = [(round(eta, 12), *c[1:]) for c in configs if c[0] == best[0]]
-            grid.update(_sweep(task, name, more, seeds, progress))
+            grid.update(_sweep(task, name, more, seeds, progress, device))
         best = _best(grid)
         etas = sorted({c[0] for c in grid})
         edge = best is not None and len(etas) > 1 and best[0] in (etas[0], etas[-1])
         tuned.append(Tuned(name, grid, best, None, edge))
     n = held_out_seeds or seeds
     held = evaluate_many(task, [(baseline_program(t.optimizer, *t.best), HELD_OUT_SEED + s)
-                                for t in tuned if t.best for s in range(n)])  # fmt: skip
+                                for t in tuned if t.best for s in range(n)],
+                         device=device)  # fmt: skip
     out, i = [], 0
     for t in tuned:
         if t.best is None:
@@ -144,9 +147,10 @@ def tune(
     return out
 
 
-def _sweep(task, name, configs, seeds, progress) -> dict[tuple[float, ...], Summary]:
+def _sweep(task, name, configs, seeds, progress,
+           device="cpu") -> dict[tuple[float, ...], Summary]:  # fmt: skip
     candidates = [(baseline_program(name, *c), s) for c in configs for s in range(seeds)]
-    results = evaluate_many(task, candidates, progress=progress)
+    results = evaluate_many(task, candidates, progress=progress, device=device)
     return {c: Summary.of(results[i * seeds : (i + 1) * seeds]) for i, c in enumerate(configs)}
 
 

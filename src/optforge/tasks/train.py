@@ -10,6 +10,12 @@ seed, so a candidate's result is the same whether it trains alone or in a batch.
 A candidate fails, with a reason, when its loss or update stops being finite, when its loss
 diverges (3x its initial loss), or when the evaluation runs out of time; it is then frozen
 and never raises into the caller.
+
+Everything lives on one torch device (``device``): data batches, ``theta``, program states,
+the schedule and the failure bookkeeping, which records on the device the step and cause of
+each candidate's failure; the host reads it once every ``sync_every`` steps (every step on
+CPU, where reading is free; in chunks on a GPU, so a training step never waits for the host).
+Rows are independent, so when the host learns of a failure does not change any result.
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ def evaluate(
     *,
     time_limit: float | None = None,
     compiled: bool = False,
+    device: str | torch.device = "cpu",
+    sync_every: int | None = None,
 ) -> list[Result]:
     """Train ``len(programs)`` candidates together on ``task`` and return their results.
 
@@ -64,42 +72,76 @@ def evaluate(
     Compiled and eager results agree to float rounding, not bit for bit."""
     if len(programs) != len(seeds):
         raise ValueError(f"{len(programs)} programs but {len(seeds)} seeds")
+    device = torch.device(device)
+    sync_every = sync_every or (1 if device.type == "cpu" else SYNC_EVERY_ACCELERATOR)
     start = time.perf_counter()
     k = len(programs)
     # one candidate runs eager: compiling would not make it faster, only compile again
-    batch = Batch(task, programs, seeds, compiled=compiled and k > 1)
-    lrs = schedule(task.steps, task.warmup)
-    alive = torch.ones(k, dtype=torch.bool)
-    reasons: list[str | None] = [None] * k
-    initial = torch.full((k,), float("inf"))
-    losses = torch.zeros(k)
+    batch = Batch(task, programs, seeds, compiled=compiled and k > 1, device=device)
+    lrs = torch.tensor(schedule(task.steps, task.warmup), device=device)
+    failures = _Failures(k, device)
+    living = [True] * k  # the host's view of failures.alive, refreshed at each sync
+    initial = losses = torch.zeros(k, device=device)
 
     for t in range(task.steps):
         per_candidate = batch.loss(*batch.data(t))
         losses = per_candidate.detach()
         if t == 0:
             initial = losses.clone()
-        _fail(alive, reasons, ~torch.isfinite(losses), f"loss not finite at step {t}")
-        _fail(alive, reasons, losses > DIVERGENCE * initial, f"loss diverged at step {t}")
-        if time_limit is not None and time.perf_counter() - start > time_limit:
-            _fail(alive, reasons, alive.clone(), f"time limit {time_limit:g}s at step {t}")
-        if not alive.any():
-            break
-        grad = batch.gradient(per_candidate, alive)
-        finite = batch.update(grad, alive.tolist(), lrs[t])
-        _fail(alive, reasons, ~finite, f"update not finite at step {t}")
-    fitness = task.score(batch.model, batch.theta.detach()) if alive.any() else [None] * k
+        failures.mark(~torch.isfinite(losses), t, LOSS_NOT_FINITE)
+        failures.mark(losses > DIVERGENCE * initial, t, DIVERGED)
+        grad = batch.gradient(per_candidate, failures.alive)
+        failures.mark(~batch.update(grad, living, lrs[t]), t, UPDATE_NOT_FINITE)
+        if (t + 1) % sync_every == 0 or t + 1 == task.steps:
+            if time_limit is not None and time.perf_counter() - start > time_limit:
+                failures.mark(failures.alive.clone(), t, TIME_LIMIT)
+            living = failures.alive.tolist()  # the one host sync of a chunk of steps
+            if not any(living):
+                break
+    fitness = task.score(batch.model, batch.theta.detach()) if any(living) else [None] * k
     seconds = (time.perf_counter() - start) / k
+    reasons = failures.reasons(time_limit)
+    final = losses.tolist()
     return [
         Result(
-            fitness=float(fitness[i]) if alive[i] else None,
-            failed=not bool(alive[i]),
+            fitness=float(fitness[i]) if living[i] else None,
+            failed=not living[i],
             reason=reasons[i],
-            final_loss=float(losses[i]),
+            final_loss=float(final[i]),
             seconds=seconds,
         )
         for i in range(k)
     ]
+
+
+SYNC_EVERY_ACCELERATOR = 25  # steps between host reads of the failure flags on a GPU
+LOSS_NOT_FINITE, DIVERGED, UPDATE_NOT_FINITE, TIME_LIMIT = 1, 2, 3, 4
+
+
+class _Failures:
+    """Per candidate, on the device: alive, and the step and cause of its failure."""
+
+    def __init__(self, k: int, device: torch.device) -> None:
+        self.alive = torch.ones(k, dtype=torch.bool, device=device)
+        self.step = torch.full((k,), -1, dtype=torch.int64, device=device)
+        self.cause = torch.zeros(k, dtype=torch.int64, device=device)
+
+    def mark(self, mask: Tensor, t: int, cause: int) -> None:
+        """Candidates in ``mask`` still alive fail now (the first cause wins)."""
+        new = mask & self.alive
+        self.step.masked_fill_(new, t)
+        self.cause.masked_fill_(new, cause)
+        self.alive &= ~new
+
+    def reasons(self, time_limit: float | None) -> list[str | None]:
+        texts = {
+            LOSS_NOT_FINITE: "loss not finite at step {}",
+            DIVERGED: "loss diverged at step {}",
+            UPDATE_NOT_FINITE: "update not finite at step {}",
+            TIME_LIMIT: f"time limit {time_limit or 0:g}s at step {{}}",
+        }
+        return [texts[c].format(s) if c else None
+                for c, s in zip(self.cause.tolist(), self.step.tolist(), strict=True)]  # fmt: skip
 
 
 class Batch:
@@ -107,10 +149,12 @@ class Batch:
     and update plans, and the parts of a training step (``evaluate`` runs them and keeps the
     failure bookkeeping; ``optforge bench eval --profile`` times them one by one)."""
 
-    def __init__(self, task, programs: Sequence[Program], seeds: Sequence[int], compiled: bool):
+    def __init__(self, task, programs: Sequence[Program], seeds: Sequence[int], compiled: bool,
+                 device: str | torch.device = "cpu"):  # fmt: skip
         self.model = task.model()
         self._loss = _compiled_loss(task) if compiled else _loss(task, self.model)
-        self.theta = self.model.init(list(seeds)).requires_grad_(True)
+        # initialised on the CPU (seeded generators), so every device starts from the same theta
+        self.theta = self.model.init(list(seeds)).to(torch.device(device)).requires_grad_(True)
         self.v1, self.v2 = torch.zeros_like(self.theta), torch.zeros_like(self.theta)
         self.updaters = [
             BuiltinUpdater(program, sorted(rows), self.theta, self.v1, self.v2)
@@ -118,7 +162,7 @@ class Batch:
             else _Updater(program, rows, self.model.sizes, self.theta, self.v1, self.v2)
             for program, rows in _groups(programs)
         ]
-        self.data = task.batches(seeds)  # step t -> (x, y)
+        self.data = task.batches(seeds, device)  # step t -> (x, y) on the device
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
         """Loss per candidate [K]."""
@@ -130,9 +174,9 @@ class Batch:
         return grad
 
     @torch.no_grad()
-    def update(self, grad: Tensor, living: list[bool], lr: float) -> Tensor:
+    def update(self, grad: Tensor, living: list[bool], lr: float | Tensor) -> Tensor:
         """Each living candidate's program steps its rows; returns which rows stay finite."""
-        lr_t = torch.tensor(lr)
+        lr_t = lr if isinstance(lr, Tensor) else torch.tensor(lr, device=self.theta.device)
         for updater in self.updaters:
             updater.step(living, grad, lr_t)
         # a non-finite update leaves theta non-finite; a non-finite state shows up in the next
@@ -207,7 +251,7 @@ class _Updater:
     def __init__(self, program: Program, rows: list[int] | dict[int, float | None],
                  sizes: list[int], theta, v1, v2):  # fmt: skip
         """``rows``: the rows it steps, or {row: trailing scale of its update (None: none)}."""
-        self.prepared = prepare(program, torch.float32, torch.device("cpu"))
+        self.prepared = prepare(program, torch.float32, theta.device)
         self.all_factors = rows if isinstance(rows, dict) else dict.fromkeys(rows)
         self.sizes, self.tensors = sizes, (theta, v1, v2)
         self._use(sorted(self.all_factors))
@@ -220,10 +264,14 @@ class _Updater:
         scales = [self.all_factors[r] for r in rows]
         self.factors = None
         if any(f is not None for f in scales):
-            self.factors = torch.tensor([1.0 if f is None else f for f in scales])[:, None]
+            factors = [1.0 if f is None else f for f in scales]
+            self.factors = torch.tensor(factors, device=self.tensors[0].device)[:, None]
         # one row, or a contiguous run of rows, is a flat view: updated in place, no copies
         contiguous = rows == list(range(rows[0], rows[0] + len(rows)))
-        self.index = slice(rows[0], rows[-1] + 1) if contiguous else torch.tensor(rows)
+        device = self.tensors[0].device
+        self.index = (
+            slice(rows[0], rows[-1] + 1) if contiguous else torch.tensor(rows, device=device)
+        )
         self.views = [t[self.index].view(-1) for t in self.tensors] if contiguous else None
         self.segments = Segments(self.sizes * len(rows))
 
@@ -272,12 +320,6 @@ def _finite_rows(theta: Tensor) -> Tensor:
     """Rows without NaN or inf: max and min carry any NaN or inf through, and two reductions
     cost an order of magnitude less than ``isfinite(theta).all(1)`` on CPU."""
     return torch.isfinite(theta.amax(dim=1)) & torch.isfinite(theta.amin(dim=1))
-
-
-def _fail(alive: Tensor, reasons: list, mask: Tensor, reason: str) -> None:
-    for i in torch.nonzero(mask & alive).flatten().tolist():
-        reasons[i] = reason
-        alive[i] = False
 
 
 def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:

@@ -124,17 +124,22 @@ class ModuleTask:
     def model(self) -> ModuleModel:
         return _module_model(self.spec.model)
 
-    def batches(self, seeds) -> Callable[[int], tuple[Tensor, Tensor]]:
-        """Step t -> (x [K, batch, ...], y [K, batch, ...]); candidate k's rows follow
-        seeds[k]."""
-        x, y = self.spec.train
+    def batches(self, seeds, device=None) -> Callable[[int], tuple[Tensor, Tensor]]:
+        """Step t -> (x [K, batch, ...], y [K, batch, ...]) on ``device``; candidate k's rows
+        follow seeds[k] (indices drawn on the CPU, so every device sees the same batches)."""
+        x, y = self._on(torch.device(device or "cpu"), "train")
         gens = [torch.Generator().manual_seed(s + SEED_STRIDE) for s in seeds]
 
         def sample(t: int):
             idx = torch.stack([torch.randint(0, len(x), (self.batch,), generator=g) for g in gens])
+            idx = idx.to(x.device, non_blocking=True)
             return x[idx], y[idx]
 
         return sample
+
+    @functools.cache  # noqa: B019 - one per task reference, kept for the process
+    def _on(self, device: torch.device, part: str) -> tuple[Tensor, Tensor]:
+        return tuple(t.to(device) for t in getattr(self.spec, part))
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """Loss per candidate [K] from batched outputs [K, B, ...]."""
@@ -143,9 +148,9 @@ class ModuleTask:
     @torch.no_grad()
     def score(self, model: ModuleModel, theta: Tensor) -> list[float]:
         k, views = theta.shape[0], model.views(theta)
-        x, y = self.spec.val
+        x, y = self._on(theta.device, "val")
         metric = self._metric()
-        total = torch.zeros(k)
+        total = torch.zeros(k, device=theta.device)
         for start in range(0, len(x), SCORE_ITEMS):  # fixed chunks: a score is K-independent
             xb, yb = x[start : start + SCORE_ITEMS], y[start : start + SCORE_ITEMS]
             outputs = model.forward(views, xb.expand(k, *xb.shape))
@@ -184,6 +189,10 @@ class ModuleModel(BatchedModel):
         if not self.specs:
             raise ValueError("the task's model has no parameters to train")
 
+    @functools.cache  # noqa: B019 - one per device, for the model's lifetime
+    def _buffers_on(self, device: torch.device) -> dict[str, Tensor]:
+        return {name: b.to(device) for name, b in self.buffers.items()}
+
     def init(self, seeds: list[int]) -> Tensor:
         """theta [K, P]: row k is the module's own initialisation under seed k."""
         rows = []
@@ -193,8 +202,10 @@ class ModuleModel(BatchedModel):
         return torch.stack(rows)
 
     def forward(self, p: dict[str, Tensor], x: Tensor) -> Tensor:
+        buffers = self._buffers_on(x.device)
+
         def one(params: dict[str, Tensor], inputs: Tensor) -> Tensor:
-            return functional_call(self.module, (params, self.buffers), (inputs,))
+            return functional_call(self.module, (params, buffers), (inputs,))
 
         try:
             return vmap(one)(p, x)
