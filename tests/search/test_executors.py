@@ -125,3 +125,10 @@ def test_a_hung_job_is_failed_and_the_rest_go_on():
 def test_unknown_executor_is_refused():
     with pytest.raises(ValueError, match="executor must be one of"):
         make_executor("slurm")
+
+
+def test_ray_workers_asking_for_gpus_that_do_not_exist_get_the_flag_named(ray_session):
+    with pytest.raises(ValueError, match="--gpus-per-worker 0.5: the Ray cluster has 0 GPUs"):
+        RayExecutor(2, gpus=0.5)
+    with pytest.raises(ValueError, match="--device cuda with the Ray executor needs"):
+        RayExecutor(2, device="cuda")

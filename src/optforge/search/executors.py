@@ -176,11 +176,18 @@ class _PoolExecutor:
     def _kill(self, worker) -> None:
         raise NotImplementedError
 
+    def _can_start(self) -> bool:
+        """Whether a new worker would find room (a cluster that lost a node may have none: the
+        queue then waits for a live worker instead of for a worker that cannot start)."""
+        return True
+
     def run(self, jobs: Sequence[Job]) -> Iterator[tuple[Job, list[Evaluation]]]:
         queue = [(job, 0) for job in jobs]  # (job, deaths so far)
         busy: dict = {}  # worker -> (job, deaths, handle, started)
         while queue or busy:
             while queue and len(busy) < self.workers:
+                if not self._idle and busy and not self._can_start():
+                    break
                 job, deaths = queue.pop(0)
                 worker = self._idle.pop() if self._idle else self._start()
                 handle = self._submit(worker, _on_device(job, self.device))
@@ -313,6 +320,7 @@ class RayExecutor(_PoolExecutor):
                 f"and {have.get('CPU', 0):g} CPUs; start its nodes with GPUs, or use "
                 f"--gpus-per-worker 0 --device cpu"
             )
+        self._cpus, self._gpus = cpus, gpus
         self._actor = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=0)(_RayWorker)
 
     def _start(self):
@@ -333,7 +341,12 @@ class RayExecutor(_PoolExecutor):
         return out
 
     def _kill(self, worker) -> None:
-        self._ray.kill(worker, no_restart=True)
+        with contextlib.suppress(Exception):  # an actor on a dead node is already gone
+            self._ray.kill(worker, no_restart=True)
+
+    def _can_start(self) -> bool:
+        free = self._ray.available_resources()
+        return free.get("CPU", 0) >= self._cpus and free.get("GPU", 0) >= self._gpus
 
 
 def make_executor(name: str, workers: int = 1, address: str | None = None, device: str = "cpu",
