@@ -89,7 +89,8 @@ def seconds_per_evaluation(task: Task, probe_steps: int = 40) -> tuple[float, bo
     return short - per_step * probe_steps + per_step * task.steps, True
 
 
-def measure(task: Task, k: int = 32, rounds: int = 3, compiled: bool = True) -> Throughput:
+def measure(task: Task, k: int = 32, rounds: int = 3, compiled: bool = True,
+            device: str = "cpu") -> Throughput:  # fmt: skip
     """Throughput one at a time and in batches of ``k`` distinct programs (eager, and
     compiled unless ``compiled`` is False), measured in ``rounds`` round-robin rounds so that
     a slow spell of a shared machine hits all three measurements alike."""
@@ -98,14 +99,14 @@ def measure(task: Task, k: int = 32, rounds: int = 3, compiled: bool = True) -> 
 
     def per_evaluation(n: int, **kw) -> float:
         t = time.perf_counter()
-        evaluate(task, programs[:n], seeds[:n], **kw)
+        evaluate(task, programs[:n], seeds[:n], device=device, **kw)
         return (time.perf_counter() - t) / n
 
     def one_at_a_time(r: int) -> float:
         pair = [(programs[i], seeds[i]) for i in (2 * r % k, (2 * r + 1) % k)]
         t = time.perf_counter()
         for program, seed in pair:
-            evaluate(task, [program], [seed])
+            evaluate(task, [program], [seed], device=device)
         return (time.perf_counter() - t) / len(pair)
 
     per_evaluation(1)  # warm-up: data loading, caches

@@ -82,6 +82,8 @@ def add_bench_commands(commands) -> None:
         action="store_true",
         help="instead: ms per training step, split into its parts, at K = 1 and K",
     )
+    ev.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                    help="where the candidates train")  # fmt: skip
     ev.add_argument(
         "--adapter",
         metavar="TASK",
@@ -180,8 +182,13 @@ def _bench_program(args: argparse.Namespace, console: Console) -> int:
 
 def _bench_eval(args: argparse.Namespace, console: Console) -> int:
     from optforge.bench.evaluation import measure
+    from optforge.search.executors import device_unavailable, resolve_device
     from optforge.tasks.registry import TASKS
 
+    device = resolve_device(args.device)
+    if reason := device_unavailable(device):
+        console.print(f"[red]error:[/red] {reason}", highlight=False)
+        return 2
     tiers = {t.strip() for t in args.tiers.split(",")}
     if args.adapter:
         return _adapter_eval(args, console)
@@ -192,7 +199,8 @@ def _bench_eval(args: argparse.Namespace, console: Console) -> int:
         for task in TASKS.values():
             if task.tier in tiers:
                 status.update(f"measuring {task.name}")
-                m = measure(task, k=args.k, rounds=args.rounds, compiled=args.compiled)
+                m = measure(task, k=args.k, rounds=args.rounds, compiled=args.compiled,
+                            device=device)  # fmt: skip
                 low, high = m.speedup_range
                 rows.append([m.task, m.tier, f"{m.params:,}", f"{m.single_s:.2f}",
                              f"{m.single_evals_per_s:.2f}", f"{m.batched_evals_per_s:.2f}",
