@@ -15,6 +15,7 @@ from optforge.commands.bench import add_bench_commands
 from optforge.commands.program import add_program_commands
 from optforge.commands.report import add_compare_command
 from optforge.commands.search import add_search_commands
+from optforge.commands.study import add_study_command
 from optforge.commands.tasks import add_task_commands
 
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_command(commands)
     add_program_commands(commands)
     add_task_commands(commands)
+    add_study_command(commands)
     return parser
 
 

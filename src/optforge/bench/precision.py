@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 import optforge
+from optforge.bench.study_tasks import CharLM
 from optforge.tasks import data as datasets
 
 
@@ -94,23 +95,6 @@ def fmnist_mlp(steps: int = 3000, batch: int = 128) -> Task:
     return Task("fmnist-mlp", "val accuracy", build, sample, evaluate, 3e-4, 0.3, steps)
 
 
-class _CharLM(nn.Module):
-    def __init__(self, vocab: int, ctx: int, dim: int = 96, depth: int = 2, heads: int = 4):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, dim)
-        self.pos = nn.Parameter(torch.randn(ctx, dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, batch_first=True,
-                                           norm_first=True, activation="gelu")  # fmt: skip
-        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
-        self.head = nn.Linear(dim, vocab)
-        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(ctx))
-
-    def forward(self, ids):
-        h = self.embed(ids) + self.pos[: ids.shape[1]]
-        n = ids.shape[1]
-        return self.head(self.blocks(h, mask=self.mask[:n, :n].to(h.dtype), is_causal=True))
-
-
 def shakespeare_lm(steps: int = 1500, batch: int = 32, ctx: int = 64) -> Task:
     """A 2-layer causal Transformer (dim 96) on Shakespeare's characters; the metric is minus
     the validation cross-entropy (nats per character) on 64 fixed windows."""
@@ -129,7 +113,7 @@ def shakespeare_lm(steps: int = 1500, batch: int = 32, ctx: int = 64) -> Task:
             logits = model(val[:, :-1]).float().reshape(-1, vocab)
             return -nn.functional.cross_entropy(logits, val[:, 1:].reshape(-1)).item()
 
-    return Task("shakespeare-lm", "-val nats/char", lambda: _CharLM(vocab, ctx), sample,
+    return Task("shakespeare-lm", "-val nats/char", lambda: CharLM(vocab, ctx), sample,
                 evaluate, 3e-4, 0.3, steps)  # fmt: skip
 
 

@@ -1,0 +1,288 @@
+"""``optforge study``: optimizers as users run them, swept and compared on ``nn.Module`` tasks.
+
+A study is a set of runs: (task, model size, batch size, optimizer, lr, weight decay, seed).
+Each run trains one model with one ``torch.optim.Optimizer`` (warm-up then cosine schedule,
+weight decay on matrices only unless told otherwise), records its validation curve, and is
+stored in SQLite the moment it finishes, so an interrupted study resumes without repeating a
+run. The report (``study_report.py``) turns the store into tables and plots.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import optforge
+from optforge.bench.study_tasks import TASKS, StudyTask
+
+# name -> (what it is, default lr grid, default weight-decay grid); grids are log-spaced
+OPTIMIZERS: dict[str, tuple[str, str, str]] = {
+    "lion": ("optforge.Lion, betas (0.9, 0.99)", "1e-4:3e-3:4", "0.03:1:3"),
+    "lion-0.95-0.98": ("optforge.Lion, betas (0.95, 0.98)", "1e-4:3e-3:4", "0.03:1:3"),
+    "signum-0.9": ("single-beta sign momentum sign(interp(g, m, 0.9))", "1e-4:3e-3:4", "0.03:1:3"),
+    "signum-0.99": ("single-beta sign momentum, beta 0.99", "1e-4:3e-3:4", "0.03:1:3"),
+    "adamw": ("torch.optim.AdamW, betas (0.9, 0.999)", "3e-4:1e-2:4", "0.003:0.1:3"),
+    "adam": ("torch.optim.Adam (L2 weight decay)", "3e-4:1e-2:4", "0"),
+    "sgd": ("torch.optim.SGD, momentum 0.9", "0.01:0.3:4", "0:0:1"),
+    "adafactor": ("torch.optim.Adafactor", "1e-3:3e-2:4", "0.003:0.1:3"),
+}
+PROGRAM_GRID = ("1/3:3:3", "0")  # a program's lr multiplies its own step size
+
+
+def parse_grid(text: str) -> tuple[float, ...]:
+    """``a,b,c`` (values), or ``lo:hi:n`` (n log-spaced values from lo to hi), or ``0``;
+    ``1/3`` style fractions are allowed."""
+    text = text.strip()
+    if ":" in text:
+        parts = text.split(":")
+        if len(parts) != 3:
+            raise ValueError(f"grid {text!r}: use lo:hi:n or a comma-separated list")
+        lo, hi, n = _number(parts[0]), _number(parts[1]), parts[2]
+        if not n.isdigit() or int(n) < 1:
+            raise ValueError(f"grid {text!r}: n must be an integer >= 1")
+        n = int(n)
+        if n == 1 or lo == hi:
+            return (lo,)
+        if lo <= 0 or hi <= 0:
+            raise ValueError(f"grid {text!r}: a log-spaced grid needs lo, hi > 0")
+        return tuple(lo * (hi / lo) ** (i / (n - 1)) for i in range(n))
+    values = tuple(_number(v) for v in text.split(",") if v.strip())
+    if not values:
+        raise ValueError(f"grid {text!r} is empty")
+    return values
+
+
+def _number(text: str) -> float:
+    text = text.strip()
+    try:
+        value = (
+            float(text)
+            if "/" not in text
+            else float(text.split("/")[0]) / float(text.split("/")[1])
+        )
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{text!r} must be a finite number >= 0")
+    return value
+
+
+def check_optimizer(name: str) -> None:
+    """Known names, program files, library programs and JOURNAL[:ID] are allowed."""
+    if name in OPTIMIZERS or _program(name) is not None:
+        return
+    raise ValueError(
+        f"unknown optimizer {name!r}: use one of {', '.join(OPTIMIZERS)}, a program file, a "
+        f"library program, or a search journal (JOURNAL or JOURNAL:ID)"
+    )
+
+
+def _program(spec: str):
+    from rich.console import Console
+
+    from optforge.commands.common import load_program
+
+    if spec in OPTIMIZERS:
+        return None
+    return load_program(spec, Console(quiet=True))
+
+
+def make_optimizer(name: str, model: nn.Module, lr: float, wd: float, wd_on: str):
+    """The optimizer ``name`` on ``model``: decay on matrices only (``wd_on='matrices'``) or
+    on every parameter (``'all'``)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2 or wd_on == "all"]
+    rest = [p for p in model.parameters() if not (p.dim() >= 2 or wd_on == "all")]
+    groups = [{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    if name in ("lion", "lion-0.95-0.98"):
+        betas = (0.9, 0.99) if name == "lion" else (0.95, 0.98)
+        return optforge.Lion(groups, lr=lr, betas=betas)
+    if name.startswith("signum-"):
+        beta = float(name.split("-")[1])
+        return optforge.Lion(groups, lr=lr, betas=(beta, beta))
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9)
+    if name == "adafactor":
+        return torch.optim.Adafactor(groups, lr=lr)
+    program = _program(name)
+    if program is None:
+        check_optimizer(name)
+    return optforge.ProgramOptimizer(model.parameters(), program, lr=lr, nonfinite="skip")
+
+
+@dataclass(frozen=True)
+class RunKey:
+    task: str
+    size: str
+    batch: int
+    steps: int
+    optimizer: str
+    lr: float
+    wd: float
+    seed: int
+
+    def text(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass
+class RunResult:
+    final: float | None  # the metric at the end (None: diverged)
+    curve: list[tuple[int, float]]  # (step, metric) at each evaluation
+    seconds: float
+    step_ms: float  # optimizer.step() only, median
+
+
+def train(task: StudyTask, key: RunKey, wd_on: str = "matrices", evals: int = 10) -> RunResult:
+    """One run: seeded init and batches, warm-up (5%) then cosine decay to 0."""
+    torch.manual_seed(key.seed)
+    model = task.build(key.size)
+    opt = make_optimizer(key.optimizer, model, key.lr, key.wd, wd_on)
+    warm = max(1, key.steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda t: (t + 1) / warm if t < warm
+        else 0.5 * (1 + math.cos(math.pi * (t - warm) / max(1, key.steps - warm))),
+    )  # fmt: skip
+    gen = torch.Generator().manual_seed(1_000_003 + key.seed)
+    every = max(1, key.steps // evals)
+    curve, step_times, start = [], [], time.perf_counter()
+    for t in range(key.steps):
+        x, y = task.sample(gen, key.batch)
+        loss = task.loss(model(x), y)
+        if not torch.isfinite(loss):
+            return RunResult(None, curve, time.perf_counter() - start, _median(step_times))
+        opt.zero_grad()
+        loss.backward()
+        tick = time.perf_counter()
+        opt.step()
+        step_times.append((time.perf_counter() - tick) * 1e3)
+        schedule.step()
+        if (t + 1) % every == 0 or t + 1 == key.steps:
+            model.eval()
+            curve.append((t + 1, task.evaluate(model)))
+            model.train()
+    final = curve[-1][1] if curve and math.isfinite(curve[-1][1]) else None
+    return RunResult(final, curve, time.perf_counter() - start, _median(step_times))
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2] if values else float("nan")
+
+
+class Store:
+    """Finished runs in SQLite, one row per run key, written when the run ends."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS runs (key TEXT PRIMARY KEY, task TEXT, size TEXT, "
+            "batch INTEGER, steps INTEGER, optimizer TEXT, lr REAL, wd REAL, seed INTEGER, "
+            "final REAL, curve TEXT, seconds REAL, step_ms REAL, finished REAL)"
+        )
+
+    def done(self) -> set[str]:
+        return {k for (k,) in self.db.execute("SELECT key FROM runs")}
+
+    def add(self, key: RunKey, result: RunResult) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key.text(), key.task, key.size, key.batch, key.steps, key.optimizer, key.lr,
+                 key.wd, key.seed, result.final, json.dumps(result.curve), result.seconds,
+                 result.step_ms, time.time()),
+            )  # fmt: skip
+
+    def rows(self) -> list[dict]:
+        cursor = self.db.execute("SELECT * FROM runs ORDER BY rowid")
+        names = [d[0] for d in cursor.description]
+        out = [dict(zip(names, r, strict=True)) for r in cursor]
+        for row in out:
+            row["curve"] = [tuple(p) for p in json.loads(row["curve"])]
+        return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    task: str
+    optimizers: tuple[str, ...]
+    seeds: int
+    sizes: tuple[str, ...]
+    batches: tuple[int, ...]
+    steps: int
+    lr: dict[str, tuple[float, ...]]  # per optimizer
+    wd: dict[str, tuple[float, ...]]
+
+    def runs(self) -> Iterator[RunKey]:
+        for size in self.sizes:
+            for batch in self.batches:
+                for opt in self.optimizers:
+                    for lr in self.lr[opt]:
+                        for wd in self.wd[opt]:
+                            for seed in range(self.seeds):
+                                yield RunKey(self.task, size, batch, self.steps, opt, lr, wd, seed)
+
+
+def plan(task: str, optimizers: list[str], seeds: int = 3, sizes: list[str] | None = None,
+         batches: list[int] | None = None, steps: int | None = None, lr: str | None = None,
+         wd: str | None = None) -> Plan:  # fmt: skip
+    """Check every choice and fill the defaults; a bad one raises ValueError naming it and
+    what is allowed."""
+    if task not in TASKS:
+        raise ValueError(f"unknown study task {task!r} (tasks: {', '.join(TASKS)})")
+    spec = TASKS[task]()
+    for name in optimizers:
+        check_optimizer(name)
+    sizes = sizes or [spec.sizes[0]]
+    for size in sizes:
+        if size not in spec.sizes:
+            raise ValueError(f"model size {size!r} not known for {task} (sizes: {spec.sizes})")
+    lrs, wds = {}, {}
+    for name in optimizers:
+        default_lr, default_wd = OPTIMIZERS.get(name, (None, *PROGRAM_GRID))[1:]
+        lrs[name] = parse_grid(_for(name, lr) or default_lr)
+        wds[name] = parse_grid(_for(name, wd) or default_wd)
+    return Plan(task, tuple(optimizers), seeds, tuple(sizes), tuple(batches or [spec.batch]),
+                steps or spec.steps, lrs, wds)  # fmt: skip
+
+
+def _for(name: str, text: str | None) -> str | None:
+    """A grid for optimizer ``name`` from ``GRID`` or ``NAME=GRID;NAME=GRID``."""
+    if not text:
+        return None
+    if "=" not in text:
+        return text
+    for part in text.split(";"):
+        key, _, grid = part.partition("=")
+        if key.strip() == name:
+            return grid
+    return None
+
+
+def run(plan: Plan, store: Store, wd_on: str = "matrices",
+        progress: Callable[[int, int, str], None] | None = None) -> int:  # fmt: skip
+    """Train every run of ``plan`` not yet in ``store``; returns how many were trained."""
+    spec = TASKS[plan.task]()
+    done = store.done()
+    todo = [k for k in plan.runs() if k.text() not in done]
+    for i, key in enumerate(todo):
+        if progress:
+            progress(i, len(todo), f"{key.optimizer} lr {key.lr:.3g} wd {key.wd:.3g} "
+                                   f"seed {key.seed}")  # fmt: skip
+        store.add(key, train(spec, key, wd_on))
+    if progress:
+        progress(len(todo), len(todo), "done")
+    return len(todo)

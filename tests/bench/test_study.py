@@ -1,0 +1,101 @@
+"""`optforge study`: grids, steps-to-target, persistence and resume after kill -9, the table and
+plots, and errors that name what is allowed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from optforge.bench import study, study_report
+from optforge.cli import main
+
+TINY = ["--task", "digits-mlp", "--steps", "30", "--seeds", "2", "--wd", "0"]
+
+
+def test_grids():
+    assert study.parse_grid("1e-3,3e-3") == (1e-3, 3e-3)
+    assert study.parse_grid("1e-4:1e-2:3") == pytest.approx((1e-4, 1e-3, 1e-2))
+    assert study.parse_grid("1/3:3:3") == pytest.approx((1 / 3, 1.0, 3.0))
+    assert study.parse_grid("0") == (0.0,)
+    for bad, message in (("1e-3:1e-2", "lo:hi:n"), ("0:1:3", "needs lo, hi > 0"),
+                         ("a,b", "'a' is not a number"), ("-1", "finite number >= 0")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            study.parse_grid(bad)
+
+
+def test_steps_to_target_on_synthetic_curves():
+    curve = [(10, 0.5), (20, 0.7), (30, 0.69), (40, 0.9)]
+    assert study_report.steps_to_target(curve, 0.7) == 20
+    assert study_report.steps_to_target(curve, 0.85) == 40
+    assert study_report.steps_to_target(curve, 0.95) is None
+    assert study_report.steps_to_target([], 0.1) is None
+
+
+def test_bad_names_and_grids_are_refused_with_what_is_allowed(capsys, tmp_path):
+    assert main(["study", *TINY, "--optimizers", "lion,lamb", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().out
+    assert "unknown optimizer 'lamb'" in err and "adafactor" in err
+    assert main(["study", *TINY, "--lr", "1e-3:x:3", "--out", str(tmp_path / "b")]) == 2
+    assert "'x' is not a number" in capsys.readouterr().out
+    assert main(["study", "--task", "imagenet", "--out", str(tmp_path / "c")]) == 2
+    assert "unknown study task 'imagenet'" in capsys.readouterr().out
+    assert main(["study", *TINY, "--model-size", "huge", "--out", str(tmp_path / "d")]) == 2
+    assert "model size 'huge' not known" in capsys.readouterr().out
+
+
+def test_study_writes_table_and_plots(tmp_path, capsys):
+    out = tmp_path / "s"
+    grids = "lion=3e-3;adamw=1e-2;signum=1e-3:1e-2:2"  # signum: optforge's library program
+    argv = ["study", *TINY, "--optimizers", "lion,adamw,signum", "--batch-size", "16,32",
+            "--lr", grids, "--out", str(out), "--markdown"]  # fmt: skip
+    assert main(argv) == 0
+    text = (out / "study.md").read_text()
+    for name in ("lion", "adamw", "signum"):
+        assert f"| {name} |" in text
+    assert "16 runs trained now" in text  # (1 + 1 + 2) settings x 2 batches x 2 seeds
+    for png in ("curves.png", "sensitivity.png", "gap-vs-batch.png"):
+        assert (out / png).stat().st_size > 10_000
+    rows = study.Store(out / "study.db").rows()
+    assert len(rows) == 16 and all(len(r["curve"]) >= 5 for r in rows)
+    assert main([*argv, "--resume"]) == 0
+    assert "0 runs trained now" in capsys.readouterr().out
+    assert main(argv) == 2  # the folder holds a study and --resume was not given
+
+
+def test_a_killed_study_resumes_without_repeating_a_finished_run(tmp_path):
+    out = tmp_path / "k"
+    argv = [sys.executable, "-m", "optforge", "study", "--task", "digits-mlp", "--steps",
+            "200", "--seeds", "3", "--optimizers", "lion,adamw", "--wd", "0",
+            "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = out / "study.db"
+    deadline = time.monotonic() + 300
+    while _count(db) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "no run finished"
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {r["key"]: r["finished"] for r in study.Store(db).rows()}
+    planned = len(list(study.plan("digits-mlp", ["lion", "adamw"], seeds=3, steps=200,
+                                  wd="0").runs()))  # fmt: skip
+    assert 2 <= len(before) < planned
+    done = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = {r["key"]: r["finished"] for r in study.Store(db).rows()}
+    assert len(after) == planned
+    assert all(after[k] == t for k, t in before.items())  # finished runs were not redone
+
+
+def _count(db: Path) -> int:
+    try:
+        with sqlite3.connect(db, timeout=1) as c:
+            return c.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    except sqlite3.Error:
+        return 0
