@@ -118,6 +118,9 @@ def plots(rows: list[dict], out: Path, metric: str) -> list[Path]:
 
     names = sorted({s.optimizer for s in all_settings})
     size, batch = cells[0]
+    here = [s for s in all_settings if (s.size, s.batch) == (size, batch) and s.ok]
+    # one colour scale for every optimizer, so the width of the good region compares
+    low, high = (min(s.mean for s in here), max(s.mean for s in here)) if here else (0, 1)
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         mine = [s for s in all_settings if (s.size, s.batch, s.optimizer) == (size, batch, name)]
@@ -125,7 +128,12 @@ def plots(rows: list[dict], out: Path, metric: str) -> list[Path]:
         grid = [[next((s.mean for s in mine if s.lr == lr and s.wd == wd), math.nan)
                  for lr in lrs] for wd in wds]  # fmt: skip
         grid = [[v if math.isfinite(v) else math.nan for v in row] for row in grid]
-        image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+        image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis", vmin=low,
+                          vmax=high)  # fmt: skip
+        for y, row in enumerate(grid):
+            for x, value in enumerate(row):
+                text = "div." if math.isnan(value) else f"{value:.3f}"
+                ax.text(x, y, text, ha="center", va="center", fontsize=6, color="white")
         ax.set_xticks(range(len(lrs)), [f"{x:.2g}" for x in lrs], fontsize=7)
         ax.set_yticks(range(len(wds)), [f"{x:.2g}" for x in wds], fontsize=7)
         ax.set(title=name, xlabel="lr", ylabel="weight decay")
