@@ -16,7 +16,8 @@ from tests.optim.test_lion_training import TEST_ACCURACY, fit, mlp
 
 
 def ref_roundtrip(m: torch.Tensor, block=256) -> torch.Tensor:
-    """float64: per block, code = round(127 sqrt(|m|/absmax)) sign(m), back as (code/127)^2."""
+    """float64: per block, code = floor(127 sqrt(|m|/absmax) + 1/2) sign(m), back as
+    (code/127)^2 absmax."""
     flat = m.double().reshape(-1)
     out = torch.empty_like(flat)
     for start in range(0, flat.numel(), block):
@@ -25,7 +26,7 @@ def ref_roundtrip(m: torch.Tensor, block=256) -> torch.Tensor:
         if absmax == 0:
             out[start : start + block] = 0
             continue
-        code = torch.round(127 * torch.sqrt(b.abs() / absmax)) * torch.sign(b)
+        code = torch.floor(127 * torch.sqrt(b.abs() / absmax) + 0.5) * torch.sign(b)
         out[start : start + block] = torch.sign(code) * (code / 127) ** 2 * absmax
     return out.reshape(m.shape)
 
@@ -128,3 +129,39 @@ def test_int8_momentum_learns_digits(path):
     _, accuracy = fit(model, opt)
     assert accuracy >= TEST_ACCURACY
     assert any("exp_avg_absmax" in s for s in opt.state.values())
+
+
+@pytest.mark.parametrize("options", [dict(), dict(cautious=True, maximize=True, weight_decay=0.5)],
+                         ids=str)  # fmt: skip
+def test_triton_kernel_decodes_and_encodes_like_the_torch_path(options, monkeypatch):
+    """The fused Triton path reads and writes the 8-bit codes itself; it must leave the same
+    codes, block maxima and params as decoding, stepping and encoding in torch."""
+    from optforge.optim.kernels import triton as triton_kernel
+
+    if torch.cuda.is_available() or not triton_kernel.interpreted():
+        pytest.skip("runs the kernel under Triton's interpreter (GPU: test_lion_gpu.py)")
+    monkeypatch.setattr(triton_kernel, "STEP_CPU_TENSORS", True)
+    calls = []
+    real = triton_kernel.lion_step
+    monkeypatch.setattr(triton_kernel, "lion_step",
+                        lambda *a, **k: calls.append(k.get("absmaxes") is not None)
+                        or real(*a, **k))  # fmt: skip
+    shapes = [(5000,), (triton_kernel.CHUNK + 3000,), (64, 70), (10,)]  # tails, chunks, small
+    results = []
+    for path in (dict(fused=True), dict(fused=False)):
+        torch.manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+        opt = optforge.Lion(params, lr=1e-2, momentum_dtype=torch.int8, **options, **path)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        results.append([(p.detach().clone(), {k: v.clone() for k, v in opt.state[p].items()})
+                        for p in params])  # fmt: skip
+    assert True in calls  # the quantized tensors went through the kernel
+    for (p, state), (q, ref) in zip(*results, strict=True):
+        assert torch.equal(p, q)
+        assert state.keys() == ref.keys()
+        for key in state:
+            assert torch.equal(state[key], ref[key]), key

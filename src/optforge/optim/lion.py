@@ -215,6 +215,12 @@ class Lion(Optimizer):
             if len(quantized) < len(params):
                 plain = [i for i in range(len(params)) if i not in set(quantized)]
                 step(*([ts[i] for i in plain] for ts in (params, grads, exp_avgs)))
+            if quantized and _triton_quantized(params, group):  # decoded in the kernel
+                states = [self.state[params[i]] for i in quantized]
+                step([params[i] for i in quantized], [grads[i] for i in quantized],
+                     [s["exp_avg"] for s in states],
+                     absmaxes=[s["exp_avg_absmax"] for s in states])  # fmt: skip
+                quantized = []
             for i in quantized:  # one tensor at a time: the fp32 copy is one tensor's worth
                 state = self.state[params[i]]
                 m = quant.dequantize(state["exp_avg"], state["exp_avg_absmax"])
@@ -272,8 +278,16 @@ def lion(
 
 def _lion(params, grads, exp_avgs, *, lr, beta1, beta2, weight_decay, maximize, cautious,
           foreach, fused, capturable=False, stochastic_rounding=False, grad_scale=None,
-          found_inf=None) -> None:  # fmt: skip
+          found_inf=None, absmaxes=None) -> None:  # fmt: skip
+    """``absmaxes``: the momenta are 8-bit codes with these block maxima (Triton path only)."""
     if not params:
+        return
+    if absmaxes is not None:
+        _triton_lion(params, grads, exp_avgs, lr=lr, beta1=beta1, beta2=beta2,
+                     weight_decay=weight_decay, maximize=maximize, cautious=cautious,
+                     grad_scale=grad_scale, found_inf=found_inf, absmaxes=absmaxes,
+                     stochastic=stochastic_rounding
+                     and any(p.dtype == torch.bfloat16 for p in params))  # fmt: skip
         return
     if _is_dtensor(params[0]):
         if not cautious:  # elementwise: each rank steps its own shard, as one process would
@@ -489,8 +503,19 @@ def _fused_lion(params, grads, exp_avgs, **hyper) -> None:
         dst.copy_(src)
 
 
+def _triton_quantized(params: list[Tensor], group: dict[str, Any]) -> bool:
+    """Whether the group's 8-bit momenta go to the Triton kernel, which decodes and encodes
+    them itself (the other paths decode one tensor at a time in torch)."""
+    device = params[0].device
+    return (
+        bool(group["fused"])
+        and not _is_dtensor(params[0])
+        and (_fused_kernel(device) is triton_kernel)
+    )
+
+
 def _triton_lion(params, grads, exp_avgs, *, lr, weight_decay, grad_scale, found_inf, stochastic,
-                 **hyper) -> None:  # fmt: skip
+                 absmaxes=None, **hyper) -> None:  # fmt: skip
     device = params[0].device
     if isinstance(lr, Tensor) and lr.device != device:
         lr = float(lr)  # a host tensor: reading it costs no device sync
@@ -502,12 +527,17 @@ def _triton_lion(params, grads, exp_avgs, *, lr, weight_decay, grad_scale, found
     write_back: list[tuple[Tensor, Tensor]] = []
     if not all(map(Tensor.is_contiguous, itertools.chain(params, grads, exp_avgs))):
         params, grads, exp_avgs, write_back = _dense_triples(params, grads, exp_avgs)
-    for p_s, g_s, m_s in _split_by(lambda p, m: (p.dtype, m.dtype), params, grads, exp_avgs):
+    parts = _split_by(lambda p, m: (p.dtype, m.dtype), params, grads, exp_avgs)
+    if absmaxes is not None:  # keep each tensor's block maxima with it
+        where = {id(m): a for m, a in zip(exp_avgs, absmaxes, strict=True)}
+        parts = [(p_s, g_s, m_s, [where[id(m)] for m in m_s]) for p_s, g_s, m_s in parts]
+    for p_s, g_s, m_s, *a_s in parts:
         seed = None
         if stochastic and p_s[0].dtype == torch.bfloat16:
             seed = int(torch.randint(2**31 - 1, ()))  # torch's CPU generator: no device sync
         triton_kernel.lion_step(p_s, g_s, m_s, lr=lr, weight_decay=weight_decay,
-                                stochastic_seed=seed, **amp, **hyper)  # fmt: skip
+                                stochastic_seed=seed, absmaxes=a_s[0] if a_s else None,
+                                **amp, **hyper)  # fmt: skip
     for dst, src in write_back:
         dst.copy_(src)
 

@@ -53,6 +53,35 @@ def _locate(table, chunk_tensor, chunk_start, nt, P0, G0, M0, CHUNK: tl.constexp
 
 
 @triton.jit
+def _load_momentum(m_ptr, table, nt, t, idx, mask, QUANT: tl.constexpr, QBLOCK: tl.constexpr):
+    """fp32 momentum: stored as is, or decoded from 8-bit codes and per-block maxima
+    (kernels/quant.py: m = sign(q) (q/127)^2 absmax)."""
+    if QUANT:
+        absmax_ptr = tl.load(table + 4 * nt + t).to(tl.pointer_type(tl.float32))
+        q = tl.load(m_ptr + idx, mask=mask, other=0).to(tl.float32) / 127.0
+        a = tl.load(absmax_ptr + idx // QBLOCK, mask=mask, other=0.0)
+        m = tl.abs(q) * q * a
+    else:
+        m = tl.load(m_ptr + idx, mask=mask, other=0.0).to(tl.float32)
+    return m
+
+
+@triton.jit
+def _store_quantized(m_ptr, table, nt, t, offset, end, m, mask, BLOCK: tl.constexpr,
+                     QBLOCK: tl.constexpr):  # fmt: skip
+    """Encode fp32 ``m`` (one BLOCK, aligned to QBLOCK) as codes and per-block maxima."""
+    absmax_ptr = tl.load(table + 4 * nt + t).to(tl.pointer_type(tl.float32))
+    blocks = tl.reshape(tl.where(mask, m, 0.0), (BLOCK // QBLOCK, QBLOCK))
+    absmax = tl.max(tl.abs(blocks), axis=1)
+    scaled = tl.div_rn(tl.abs(blocks), tl.maximum(absmax, 1.1754944e-38)[:, None])
+    codes = tl.floor(tl.sqrt_rn(scaled) * 127.0 + 0.5) * _sign(blocks)
+    idx = offset + tl.arange(0, BLOCK)
+    tl.store(m_ptr + idx, tl.reshape(codes, (BLOCK,)).to(tl.int8), mask=mask)
+    first = offset // QBLOCK + tl.arange(0, BLOCK // QBLOCK)
+    tl.store(absmax_ptr + first, absmax, mask=first * QBLOCK < end)
+
+
+@triton.jit
 def _grad(g_ptr, idx, mask, grad_scale, MAXIMIZE: tl.constexpr, AMP: tl.constexpr):
     g = tl.load(g_ptr + idx, mask=mask, other=0.0).to(tl.float32)
     if AMP:
@@ -65,8 +94,8 @@ def _grad(g_ptr, idx, mask, grad_scale, MAXIMIZE: tl.constexpr, AMP: tl.constexp
 @triton.jit
 def count_agreement(
     table, chunk_tensor, chunk_start, nt, counts, w1, grad_scale, P0, G0, M0,
-    MAXIMIZE: tl.constexpr, AMP: tl.constexpr, SMALL1: tl.constexpr,
-    CHUNK: tl.constexpr, BLOCK: tl.constexpr,
+    MAXIMIZE: tl.constexpr, AMP: tl.constexpr, SMALL1: tl.constexpr, QUANT: tl.constexpr,
+    CHUNK: tl.constexpr, BLOCK: tl.constexpr, QBLOCK: tl.constexpr,
 ):  # fmt: skip
     """Cautious pass 1: per tensor, how many elements have sign(c) * g > 0."""
     t, start, end, p_ptr, g_ptr, m_ptr = _locate(
@@ -77,7 +106,7 @@ def count_agreement(
         idx = offset + tl.arange(0, BLOCK)
         mask = idx < end
         g = _grad(g_ptr, idx, mask, grad_scale, MAXIMIZE, AMP)
-        m = tl.load(m_ptr + idx, mask=mask, other=0.0).to(tl.float32)
+        m = _load_momentum(m_ptr, table, nt, t, idx, mask, QUANT, QBLOCK)
         u = _sign(_lerp(m, g, w1, SMALL1))
         total += (mask & (u * g > 0)).to(tl.int64)
     tl.atomic_add(counts + t, tl.sum(total, axis=0))
@@ -89,8 +118,8 @@ def step(
     w1, w2, scale, grad_scale, found_inf, seed, P0, G0, M0,
     MAXIMIZE: tl.constexpr, CAUTIOUS: tl.constexpr, LR_TENSOR: tl.constexpr,
     AMP: tl.constexpr, SKIP: tl.constexpr, STOCHASTIC: tl.constexpr,
-    SMALL1: tl.constexpr, SMALL2: tl.constexpr,
-    CHUNK: tl.constexpr, BLOCK: tl.constexpr,
+    SMALL1: tl.constexpr, SMALL2: tl.constexpr, QUANT: tl.constexpr,
+    CHUNK: tl.constexpr, BLOCK: tl.constexpr, QBLOCK: tl.constexpr,
 ):  # fmt: skip
     t, start, end, p_ptr, g_ptr, m_ptr = _locate(
         table, chunk_tensor, chunk_start, nt, P0, G0, M0, CHUNK
@@ -109,7 +138,7 @@ def step(
         idx = offset + tl.arange(0, BLOCK)
         mask = idx < end
         g = _grad(g_ptr, idx, mask, grad_scale, MAXIMIZE, AMP)
-        m = tl.load(m_ptr + idx, mask=mask, other=0.0).to(tl.float32)
+        m = _load_momentum(m_ptr, table, nt, t, idx, mask, QUANT, QBLOCK)
         p = tl.load(p_ptr + idx, mask=mask, other=0.0).to(tl.float32)
         u = _sign(_lerp(m, g, w1, SMALL1))
         if CAUTIOUS:
@@ -117,4 +146,7 @@ def step(
         p = tl.fma(u, -lr, p * decay)
         m = _lerp(m, g, w2, SMALL2)
         _store(p_ptr, idx, p, mask, seed + t, STOCHASTIC)
-        _store(m_ptr, idx, m, mask, seed, False)
+        if QUANT:
+            _store_quantized(m_ptr, table, nt, t, offset, end, m, mask, BLOCK, QBLOCK)
+        else:
+            _store(m_ptr, idx, m, mask, seed, False)

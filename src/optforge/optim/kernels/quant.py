@@ -3,7 +3,8 @@
 The momentum is cut into blocks of ``BLOCK`` elements; each block stores its absolute maximum
 (fp32) and one signed 8-bit code per element on a square-root scale:
 
-    code = round(127 * sign(m) * sqrt(|m| / absmax))      m = sign(code) * (code / 127)^2 * absmax
+    code = sign(m) * floor(127 * sqrt(|m| / absmax) + 1/2)
+    m    = sign(code) * (code / 127)^2 * absmax
 
 The square root spends the codes where momentum values are dense (near zero): an element at 1%
 of its block's maximum keeps ~8% relative precision instead of the ~40% a linear code would
@@ -53,7 +54,8 @@ def quantize_(m: Tensor, codes: Tensor, absmax: Tensor) -> None:
     blocks = _blocks(m.reshape(-1).to(torch.float32), absmax.numel())
     torch.amax(blocks.abs(), dim=1, out=absmax)
     scaled = blocks / absmax.clamp(min=torch.finfo(torch.float32).tiny)[:, None]
-    q = scaled.abs().sqrt_().mul_(CODE_MAX).round_().mul_(scaled.sign())
+    # round half up (floor(x + 0.5)): what the Triton kernel computes too
+    q = scaled.abs().sqrt_().mul_(CODE_MAX).add_(0.5).floor_().mul_(scaled.sign())
     codes.copy_(q.reshape(-1)[: codes.numel()].reshape(codes.shape))
 
 

@@ -32,8 +32,10 @@ import torch
 from torch import Tensor
 
 _F32, _BF16, _F16 = torch.float32, torch.bfloat16, torch.float16
-# (param dtype, momentum dtype) pairs the kernel steps; fp64 stays on the foreach path.
+# (param dtype, momentum dtype) pairs the kernel steps; fp64 stays on the foreach path. int8
+# momentum is the 8-bit blockwise format of kernels/quant.py (codes + per-block maxima).
 SUPPORTED = {(p, m) for p in (_F32, _BF16, _F16) for m in (_F32, _BF16, _F16)}
+SUPPORTED_QUANTIZED = {(p, torch.int8) for p in (_F32, _BF16, _F16)}
 CHUNK = 32768  # elements per Triton program (a tensor's tail chunk is shorter)
 BLOCK = 2048  # elements per loop iteration inside a program
 _TABLE_CACHE_SIZE = 8  # address tables kept per process (a few param groups x dtype splits)
@@ -79,15 +81,19 @@ def lion_step(
     grad_scale: Tensor | None = None,
     found_inf: Tensor | None = None,
     stochastic_seed: int | None = None,
+    absmaxes: list[Tensor] | None = None,
 ) -> None:
     """Step contiguous, same-device tensors with one (param, momentum) dtype pair in place.
 
     ``lr`` may be a one-element tensor on the params' device (read by the kernel). When
     ``found_inf`` is given and nonzero nothing is written; ``grad_scale`` divides the grads.
-    ``stochastic_seed``: round bf16 params stochastically with this step's seed."""
+    ``stochastic_seed``: round bf16 params stochastically with this step's seed.
+    ``absmaxes``: the momenta are 8-bit codes (int8) with these per-block maxima, decoded and
+    re-encoded in the kernel (kernels/quant.py's format)."""
     kernels = _kernels()
     device = params[0].device
-    table = _table(params, grads, exp_avgs)
+    table = _table(params, grads, exp_avgs, absmaxes)
+    quant = dict(QUANT=absmaxes is not None, QBLOCK=quant_block())
     lr_tensor = isinstance(lr, Tensor)
     dummy = table.addresses  # any device tensor: stands for absent optional pointers
     scale = dummy
@@ -98,7 +104,7 @@ def lion_step(
             1 - beta1, grad_scale if grad_scale is not None else dummy, params[0], grads[0],
             exp_avgs[0],
             MAXIMIZE=maximize, AMP=grad_scale is not None, SMALL1=abs(1 - beta1) < 0.5,
-            CHUNK=CHUNK, BLOCK=BLOCK,
+            CHUNK=CHUNK, BLOCK=BLOCK, **quant,
         )  # fmt: skip
         mean = counts.to(torch.float32) / table.numels.clamp(min=1).to(torch.float32)
         scale = 1.0 / mean.clamp_(min=1e-3)
@@ -114,7 +120,7 @@ def lion_step(
         AMP=grad_scale is not None, SKIP=found_inf is not None,
         STOCHASTIC=stochastic_seed is not None,
         SMALL1=abs(1 - beta1) < 0.5, SMALL2=abs(1 - beta2) < 0.5,
-        CHUNK=CHUNK, BLOCK=BLOCK,
+        CHUNK=CHUNK, BLOCK=BLOCK, **quant,
     )  # fmt: skip
 
 
@@ -122,14 +128,22 @@ def lion_step(
 # Address tables
 
 
-class _Table:
-    """Device tensors describing one list of triples: 3 x nt addresses, per-chunk
-    (tensor index, first element), and the tensors' sizes."""
+def quant_block() -> int:
+    from optforge.optim.kernels import quant
 
-    def __init__(self, params, grads, exp_avgs) -> None:
+    return quant.BLOCK
+
+
+class _Table:
+    """Device tensors describing one list of triples: 3 x nt addresses, the tensors' sizes,
+    (8-bit momentum: the block maxima's addresses,) and per chunk (tensor index, first
+    element)."""
+
+    def __init__(self, params, grads, exp_avgs, absmaxes=None) -> None:
         device = params[0].device
         numels = [p.numel() for p in params]
         addresses = [t.data_ptr() for ts in (params, grads, exp_avgs) for t in ts] + numels
+        addresses += [t.data_ptr() for t in absmaxes or ()]
         chunk_tensor, chunk_start = [], []
         for index, n in enumerate(numels):
             starts = range(0, n, CHUNK)
@@ -137,23 +151,24 @@ class _Table:
             chunk_start += starts
         host = torch.tensor(addresses + chunk_tensor + chunk_start, dtype=torch.int64)
         packed = host.to(device)
-        nt, nc = len(params), len(chunk_tensor)
-        self.addresses = packed[: 4 * nt]
+        nt, nc, width = len(params), len(chunk_tensor), (5 if absmaxes else 4) * len(params)
+        self.addresses = packed[:width]
         self.numels = packed[3 * nt : 4 * nt]
-        self.chunk_tensor = packed[4 * nt : 4 * nt + nc]
-        self.chunk_start = packed[4 * nt + nc :]
+        self.chunk_tensor = packed[width : width + nc]
+        self.chunk_start = packed[width + nc :]
         self.n_chunks = nc
 
 
 _tables: OrderedDict[tuple, _Table] = OrderedDict()
 
 
-def _table(params, grads, exp_avgs) -> _Table:
+def _table(params, grads, exp_avgs, absmaxes=None) -> _Table:
     key = (params[0].device, *((t.data_ptr(), t.numel()) for t in params),
-           *(t.data_ptr() for t in grads), *(t.data_ptr() for t in exp_avgs))  # fmt: skip
+           *(t.data_ptr() for t in grads), *(t.data_ptr() for t in exp_avgs),
+           *(t.data_ptr() for t in absmaxes or ()))  # fmt: skip
     table = _tables.get(key)
     if table is None:
-        table = _tables[key] = _Table(params, grads, exp_avgs)
+        table = _tables[key] = _Table(params, grads, exp_avgs, absmaxes)
         while len(_tables) > _TABLE_CACHE_SIZE:
             _tables.popitem(last=False)
     else:
