@@ -64,7 +64,8 @@ def _search(journal: Path, budget: int, env, *extra) -> subprocess.Popen:
 def _results(journal: Path) -> list[tuple]:
     with sqlite3.connect(journal) as db:
         return db.execute(
-            "SELECT id, source, status, fitness FROM candidates WHERE kind = 'search' ORDER BY id"
+            "SELECT id, source, status, fitness, multiplier FROM candidates "
+            "WHERE kind IN ('warm_start', 'child') ORDER BY id"
         ).fetchall()
 
 
@@ -98,11 +99,13 @@ def test_search_on_two_nodes_equals_in_process_and_survives_losing_one(cluster, 
     local = _search(reference, 64, env, "--executor", "inprocess")
     out, _ = local.communicate(timeout=600)
     assert local.returncode == 0, out
+    assert len(_results(reference)) == 64 + 1  # the warm start and 64 children
 
     on_cluster = tmp_path / "cluster.db"
     run = _search(on_cluster, 32, env, "--executor", "ray", "--address", address)
     out, _ = run.communicate(timeout=600)
     assert run.returncode == 0, out
+    assert len(_results(on_cluster)) == 32 + 1
     assert _results(on_cluster) == _results(reference)[: len(_results(on_cluster))]
 
     # Resume to 64 candidates, and kill the second node's raylet once more have finished.
