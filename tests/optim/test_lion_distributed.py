@@ -72,6 +72,7 @@ def _worker(rank, port, scenario, options, out):
         full = [_full(p).detach().clone() for p in params]  # a collective: every rank joins
         if rank == 0:
             torch.save(full, Path(out) / "params.pt")
+        dist.barrier()  # no rank tears down while another still talks to it
     finally:
         dist.destroy_process_group()
 
@@ -142,12 +143,20 @@ def _fsdp_resume(rank, options, out):
 SCENARIOS = {"ddp": _ddp, "zero": _zero, "fsdp": _fsdp_train, "fsdp_resume": _fsdp_resume}
 
 
-def _run(scenario, options):
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def _run(scenario, options):
+    port = _free_port()
     with tempfile.TemporaryDirectory() as out:
-        mp.spawn(_worker, args=(port, scenario, options, out), nprocs=WORLD, join=True)
+        try:
+            mp.spawn(_worker, args=(port, scenario, options, out), nprocs=WORLD, join=True)
+        except mp.ProcessExitedException:  # a rank killed by a signal (gloo teardown): once more
+            port = _free_port()
+            mp.spawn(_worker, args=(port, scenario, options, out), nprocs=WORLD, join=True)
         return torch.load(Path(out) / "params.pt")
 
 
