@@ -4,6 +4,8 @@ Skipped without CUDA (CI has none); on a GPU machine: ``pytest tests/optim/test_
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -133,7 +135,7 @@ def test_bf16_stochastic_rounding_keeps_small_updates():
 
 
 def test_default_path_on_cuda_is_foreach(monkeypatch):
-    lion_module = __import__("importlib").import_module("optforge.optim.lion")
+    lion_module = importlib.import_module("optforge.optim.lion")
     calls = []
     monkeypatch.setattr(lion_module, "_multi_tensor_lion", lambda *a, **k: calls.append(1))
     params = _params()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from optforge.program import parse
 from optforge.search.executors import InProcessExecutor, Job, LocalExecutor, run_job
 from optforge.tasks import registry
 from optforge.tasks.registry import baseline_program
@@ -21,7 +22,7 @@ def _programs():
             baseline_program("lion", 3e-3, 0.1)]  # fmt: skip
 
 
-NAN_PROGRAM = __import__("optforge.program", fromlist=["parse"]).parse(NAN)
+NAN_PROGRAM = parse(NAN)
 
 
 @pytest.mark.parametrize("task", [MLP_TASK, LM_TASK], ids=lambda t: t.name)

@@ -161,11 +161,13 @@ def run(
     seeds: list[int],
     variants: list[Variant] = VARIANTS,
     progress: Callable[[str], None] | None = None,
+    steps: int | None = None,
 ) -> list[Result]:
+    """Every variant on every task over ``seeds``; ``steps`` overrides the tasks' lengths."""
     progress = progress or (lambda _: None)
     results = []
     for name in tasks:
-        task = TASKS[name]()
+        task = TASKS[name]() if steps is None else TASKS[name](steps=steps)
         for variant in variants:
             result = Result(variant.name, task.name, task.metric)
             for seed in seeds:

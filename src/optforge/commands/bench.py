@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 
 from rich.console import Console
 
@@ -256,14 +255,11 @@ def _bench_precision(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]--tasks: unknown {', '.join(unknown) or '(none)'}; "
                       f"choose from {', '.join(precision.TASKS)}[/red]")  # fmt: skip
         return 2
-    if args.steps:
-        precision.TASKS = {
-            name: functools.partial(make, steps=args.steps)
-            for name, make in precision.TASKS.items()
-        }
     seeds = list(range(args.seeds))
     with console.status("training") as status:
-        results = precision.run(tasks, seeds, progress=lambda t: status.update(f"training: {t}"))
+        results = precision.run(
+            tasks, seeds, progress=lambda t: status.update(f"training: {t}"), steps=args.steps
+        )
     title = f"Lion storage precision, seeds {seeds[0]}-{seeds[-1]}"
     print_table(console, title, precision.COLUMNS, precision.table_rows(results), args.markdown)
     if args.out:

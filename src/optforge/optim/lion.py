@@ -212,15 +212,19 @@ class Lion(Optimizer):
                 found_inf=getattr(self, "found_inf", None),
             )
             quantized = [i for i, p in enumerate(params) if "exp_avg_absmax" in self.state[p]]
-            if len(quantized) < len(params):
-                plain = [i for i in range(len(params)) if i not in set(quantized)]
+            if not quantized:  # the usual case: one call for the whole group
+                step(params, grads, exp_avgs)
+                continue
+            kept = set(quantized)
+            plain = [i for i in range(len(params)) if i not in kept]
+            if plain:
                 step(*([ts[i] for i in plain] for ts in (params, grads, exp_avgs)))
-            if quantized and _triton_quantized(params, group):  # decoded in the kernel
+            if _triton_quantized(params, group):  # decoded and encoded in the kernel
                 states = [self.state[params[i]] for i in quantized]
                 step([params[i] for i in quantized], [grads[i] for i in quantized],
                      [s["exp_avg"] for s in states],
                      absmaxes=[s["exp_avg_absmax"] for s in states])  # fmt: skip
-                quantized = []
+                continue
             for i in quantized:  # one tensor at a time: the fp32 copy is one tensor's worth
                 state = self.state[params[i]]
                 m = quant.dequantize(state["exp_avg"], state["exp_avg_absmax"])
