@@ -83,8 +83,7 @@ def test_a_killed_study_resumes_without_repeating_a_finished_run(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     before = {r["key"]: r["finished"] for r in study.Store(db).rows()}
-    planned = len(list(study.plan("digits-mlp", ["lion", "adamw"], seeds=3, steps=200,
-                                  wd="0").runs()))  # fmt: skip
+    planned = study.plan("digits-mlp", ["lion", "adamw"], seeds=3, steps=200, wd="0").size()
     assert 2 <= len(before) < planned
     done = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -99,3 +98,59 @@ def _count(db: Path) -> int:
             return c.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
     except sqlite3.Error:
         return 0
+
+
+def test_tuning_seeds_then_the_best_point_gets_the_rest_and_from_adamw_follows(tmp_path):
+    plan = study.plan("digits-mlp", ["lion", "adamw", "lion-from-adamw"], seeds=3, steps=30,
+                      lr="lion=1e-3,1e-2;adamw=1e-3,1e-2", wd="lion=0.1;adamw=0.01,0.03",
+                      tune_seeds=1)  # fmt: skip
+    store = study.Store(tmp_path / "study.db")
+    assert study.run(plan, store) == plan.size() == (2 + 4) * 1 + 2 * 2 + 3
+    rows = store.rows()
+    assert len(rows) == plan.size()
+    by_point: dict[tuple, dict[int, float]] = {}
+    for r in rows:
+        by_point.setdefault((r["optimizer"], r["lr"], r["wd"]), {})[r["seed"]] = r["final"]
+    for name in ("lion", "adamw"):
+        points = {k: v for k, v in by_point.items() if k[0] == name}
+        top = max(points, key=lambda k: points[k][0])  # chosen on seed 0 alone
+        assert sorted(points[top]) == [0, 1, 2]
+        assert all(sorted(v) == [0] for k, v in points.items() if k != top)
+        if name == "adamw":
+            adamw_lr, adamw_wd = top[1], top[2]
+    derived = [k for k in by_point if k[0] == "lion-from-adamw"]
+    assert derived == [("lion-from-adamw", pytest.approx(adamw_lr / 10), adamw_wd * 10)]
+    assert sorted(by_point[derived[0]]) == [0, 1, 2]
+    assert study.run(plan, store) == 0  # resumed: nothing left
+    with pytest.raises(ValueError, match="add adamw"):
+        study.plan("digits-mlp", ["lion", "lion-from-adamw"])
+    with pytest.raises(ValueError, match="between 1 and --seeds"):
+        study.plan("digits-mlp", ["lion"], seeds=2, tune_seeds=3)
+
+
+def _row(opt, lr, wd, seed, final, size="small", batch=128):
+    return dict(size=size, batch=batch, optimizer=opt, lr=lr, wd=wd, seed=seed, final=final,
+                curve=[(10, final)], step_ms=1.0)  # fmt: skip
+
+
+def test_report_chooses_on_tuning_seeds_and_measures_transfer_and_width():
+    rows = [_row("adamw", lr, wd, 0, f) for lr, wd, f in
+            ((1e-3, 0.01, 0.80), (3e-3, 0.01, 0.90), (1e-2, 0.01, 0.85), (3e-3, 0.1, 0.70))]
+    rows += [_row("adamw", 3e-3, 0.01, s, f) for s, f in ((1, 0.88), (2, 0.86))]
+    # a 1-seed lucky point beats the confirmed mean, but the choice is made on seed 0
+    rows += [_row("lion", lr, wd, 0, f) for lr, wd, f in
+             ((1e-4, 0.1, 0.87), (3e-4, 0.1, 0.91), (1e-3, 0.1, 0.905), (3e-4, 1.0, 0.60))]
+    rows += [_row("lion", 3e-4, 0.1, s, f) for s, f in ((1, 0.89), (2, 0.87))]
+    rows += [_row("lion-from-adamw", 3e-4, 0.1, s, f) for s, f in ((0, 0.91), (1, 0.89),
+                                                                    (2, 0.87))]  # fmt: skip
+    tops = study_report.best(study_report.settings(rows))
+    assert (tops[("small", 128, "lion")].lr, tops[("small", 128, "lion")].mean) == (3e-4, 0.89)
+    _, transfer = study_report.transfer(rows)
+    (row,) = transfer
+    assert row[4] == "10" and row[5] == "10"  # lr 3e-3 / 3e-4, wd 0.1 / 0.01
+    assert row[6] == "adamw wd low, lion wd low"
+    assert row[8].startswith("+0.0000")
+    _, width = study_report.robustness(rows, within=0.045)
+    shares = {r[0]: (r[2], r[3], r[4]) for r in width}
+    assert shares["lion"] == ("3", "75%", "10")  # 0.87, 0.91, 0.905 are within 0.045 of 0.91
+    assert shares["adamw"] == ("1", "25%", "1")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 
@@ -132,3 +133,14 @@ def test_ray_workers_asking_for_gpus_that_do_not_exist_get_the_flag_named(ray_se
         RayExecutor(2, gpus=0.5)
     with pytest.raises(ValueError, match="--device cuda with the Ray executor needs"):
         RayExecutor(2, device="cuda")
+
+
+def test_workers_share_the_cores_the_user_allows(monkeypatch):
+    from optforge.search.executors import threads_per_worker
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads_per_worker(1) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    assert (threads_per_worker(1), threads_per_worker(2), threads_per_worker(16)) == (8, 4, 1)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert threads_per_worker(1) == len(os.sched_getaffinity(0))

@@ -22,6 +22,7 @@ from torch import nn
 
 import optforge
 from optforge.bench.study_tasks import TASKS, StudyTask
+from optforge.optim.lion import ADAMW_RATIO
 
 # name -> (what it is, default lr grid, default weight-decay grid); grids are log-spaced
 OPTIMIZERS: dict[str, tuple[str, str, str]] = {
@@ -33,7 +34,11 @@ OPTIMIZERS: dict[str, tuple[str, str, str]] = {
     "adam": ("torch.optim.Adam (L2 weight decay)", "3e-4:1e-2:4", "0"),
     "sgd": ("torch.optim.SGD, momentum 0.9", "0.01:0.3:4", "0:0:1"),
     "adafactor": ("torch.optim.Adafactor", "1e-3:3e-2:4", "0.003:0.1:3"),
+    # no grid of its own: run after AdamW is tuned, at Lion.from_adamw(AdamW's best lr and wd)
+    "lion-from-adamw": ("optforge.Lion.from_adamw(tuned AdamW's lr, wd): lr / 10, wd x 10",
+                        "", ""),
 }
+DERIVED = "lion-from-adamw"
 PROGRAM_GRID = ("1/3:3:3", "0")  # a program's lr multiplies its own step size
 
 
@@ -102,8 +107,8 @@ def make_optimizer(name: str, model: nn.Module, lr: float, wd: float, wd_on: str
     rest = [p for p in model.parameters() if not (p.dim() >= 2 or wd_on == "all")]
     groups = [{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
-    if name in ("lion", "lion-0.95-0.98"):
-        betas = (0.9, 0.99) if name == "lion" else (0.95, 0.98)
+    if name in ("lion", "lion-0.95-0.98", DERIVED):
+        betas = (0.95, 0.98) if name == "lion-0.95-0.98" else (0.9, 0.99)
         return optforge.Lion(groups, lr=lr, betas=betas)
     if name.startswith("signum-"):
         beta = float(name.split("-")[1])
@@ -197,6 +202,10 @@ class Store:
     def done(self) -> set[str]:
         return {k for (k,) in self.db.execute("SELECT key FROM runs")}
 
+    def finals(self) -> dict[str, float | None]:
+        """Run key -> its final metric (None: diverged)."""
+        return dict(self.db.execute("SELECT key, final FROM runs"))
+
     def add(self, key: RunKey, result: RunResult) -> None:
         with self.db:
             self.db.execute(
@@ -217,6 +226,10 @@ class Store:
 
 @dataclass(frozen=True)
 class Plan:
+    """What to train, in three stages: every grid point at seeds ``0..tune_seeds-1``; the
+    remaining seeds at each optimizer's best grid point; then ``lion-from-adamw`` (if asked
+    for) at every seed. With ``tune_seeds == seeds`` the whole grid gets every seed."""
+
     task: str
     optimizers: tuple[str, ...]
     seeds: int
@@ -225,20 +238,73 @@ class Plan:
     steps: int
     lr: dict[str, tuple[float, ...]]  # per optimizer
     wd: dict[str, tuple[float, ...]]
+    tune_seeds: int = 0  # 0: all seeds
 
-    def runs(self) -> Iterator[RunKey]:
+    @property
+    def tuning(self) -> int:
+        return self.tune_seeds or self.seeds
+
+    def cells(self) -> Iterator[tuple[str, int]]:
         for size in self.sizes:
             for batch in self.batches:
-                for opt in self.optimizers:
-                    for lr in self.lr[opt]:
-                        for wd in self.wd[opt]:
-                            for seed in range(self.seeds):
-                                yield RunKey(self.task, size, batch, self.steps, opt, lr, wd, seed)
+                yield size, batch
+
+    def gridded(self) -> list[str]:
+        return [o for o in self.optimizers if o != DERIVED]
+
+    def key(self, size: str, batch: int, opt: str, lr: float, wd: float, seed: int) -> RunKey:
+        return RunKey(self.task, size, batch, self.steps, opt, lr, wd, seed)
+
+    def grid(self, finals: dict[str, float | None] | None = None) -> Iterator[RunKey]:
+        """Stage 1 (needs no results)."""
+        for size, batch in self.cells():
+            for opt in self.gridded():
+                for lr in self.lr[opt]:
+                    for wd in self.wd[opt]:
+                        for seed in range(self.tuning):
+                            yield self.key(size, batch, opt, lr, wd, seed)
+
+    def confirmations(self, finals: dict[str, float | None]) -> Iterator[RunKey]:
+        """Stage 2: the seeds left, at each optimizer's best grid point."""
+        for size, batch in self.cells():
+            for opt in self.gridded():
+                top = self.best(finals, size, batch, opt)
+                for seed in range(self.tuning, self.seeds) if top else ():
+                    yield self.key(size, batch, opt, *top, seed)
+
+    def derived(self, finals: dict[str, float | None]) -> Iterator[RunKey]:
+        """Stage 3: Lion at ``Lion.from_adamw`` of tuned AdamW, every seed."""
+        if DERIVED not in self.optimizers:
+            return
+        for size, batch in self.cells():
+            top = self.best(finals, size, batch, "adamw")
+            for seed in range(self.seeds) if top else ():
+                lr, wd = top[0] / ADAMW_RATIO, top[1] * ADAMW_RATIO
+                yield self.key(size, batch, DERIVED, lr, wd, seed)
+
+    def best(self, finals: dict[str, float | None], size: str, batch: int,
+             opt: str) -> tuple[float, float] | None:  # fmt: skip
+        """The grid point with the best mean final metric over the tuning seeds (a diverged
+        seed sinks its point); None when every point diverged."""
+        scores = {}
+        for lr in self.lr[opt]:
+            for wd in self.wd[opt]:
+                values = [finals.get(self.key(size, batch, opt, lr, wd, s).text())
+                          for s in range(self.tuning)]  # fmt: skip
+                if all(v is not None for v in values):
+                    scores[(lr, wd)] = sum(values) / len(values)
+        return max(scores, key=scores.get) if scores else None
+
+    def size(self) -> int:
+        per_cell = sum(len(self.lr[o]) * len(self.wd[o]) * self.tuning for o in self.gridded())
+        per_cell += len(self.gridded()) * (self.seeds - self.tuning)
+        per_cell += self.seeds if DERIVED in self.optimizers else 0
+        return per_cell * len(self.sizes) * len(self.batches)
 
 
 def plan(task: str, optimizers: list[str], seeds: int = 3, sizes: list[str] | None = None,
          batches: list[int] | None = None, steps: int | None = None, lr: str | None = None,
-         wd: str | None = None) -> Plan:  # fmt: skip
+         wd: str | None = None, tune_seeds: int | None = None) -> Plan:  # fmt: skip
     """Check every choice and fill the defaults; a bad one raises ValueError naming it and
     what is allowed."""
     if task not in TASKS:
@@ -246,17 +312,24 @@ def plan(task: str, optimizers: list[str], seeds: int = 3, sizes: list[str] | No
     spec = TASKS[task]()
     for name in optimizers:
         check_optimizer(name)
+    if DERIVED in optimizers and "adamw" not in optimizers:
+        raise ValueError(f"{DERIVED} is Lion.from_adamw of tuned AdamW: add adamw to the "
+                         f"optimizers")  # fmt: skip
+    if tune_seeds is not None and not 1 <= tune_seeds <= seeds:
+        raise ValueError(f"tune seeds {tune_seeds} must be between 1 and --seeds ({seeds})")
     sizes = sizes or [spec.sizes[0]]
     for size in sizes:
         if size not in spec.sizes:
             raise ValueError(f"model size {size!r} not known for {task} (sizes: {spec.sizes})")
     lrs, wds = {}, {}
     for name in optimizers:
+        if name == DERIVED:
+            continue
         default_lr, default_wd = OPTIMIZERS.get(name, (None, *PROGRAM_GRID))[1:]
         lrs[name] = parse_grid(_for(name, lr) or default_lr)
         wds[name] = parse_grid(_for(name, wd) or default_wd)
     return Plan(task, tuple(optimizers), seeds, tuple(sizes), tuple(batches or [spec.batch]),
-                steps or spec.steps, lrs, wds)  # fmt: skip
+                steps or spec.steps, lrs, wds, tune_seeds or 0)  # fmt: skip
 
 
 def _for(name: str, text: str | None) -> str | None:
@@ -274,15 +347,21 @@ def _for(name: str, text: str | None) -> str | None:
 
 def run(plan: Plan, store: Store, wd_on: str = "matrices",
         progress: Callable[[int, int, str], None] | None = None) -> int:  # fmt: skip
-    """Train every run of ``plan`` not yet in ``store``; returns how many were trained."""
+    """Train every run of ``plan`` not yet in ``store``, stage by stage (a stage picks its
+    settings from the results of the ones before); returns how many were trained."""
     spec = TASKS[plan.task]()
-    done = store.done()
-    todo = [k for k in plan.runs() if k.text() not in done]
-    for i, key in enumerate(todo):
-        if progress:
-            progress(i, len(todo), f"{key.optimizer} lr {key.lr:.3g} wd {key.wd:.3g} "
-                                   f"seed {key.seed}")  # fmt: skip
-        store.add(key, train(spec, key, wd_on))
+    total, finished, trained = plan.size(), 0, 0
+    for stage in (plan.grid, plan.confirmations, plan.derived):
+        done = store.done()
+        for key in list(stage(store.finals())):
+            if key.text() in done:
+                finished += 1
+                continue
+            if progress:
+                progress(finished, total, f"{key.optimizer} lr {key.lr:.3g} wd {key.wd:.3g} "
+                                          f"seed {key.seed}")  # fmt: skip
+            store.add(key, train(spec, key, wd_on))
+            finished, trained = finished + 1, trained + 1
     if progress:
-        progress(len(todo), len(todo), "done")
-    return len(todo)
+        progress(total, total, "done")
+    return trained

@@ -11,6 +11,7 @@ from pathlib import Path
 
 REFERENCE = "adamw"
 LION = "lion"
+FROM_ADAMW = "lion-from-adamw"
 
 
 @dataclass
@@ -25,6 +26,15 @@ class Setting:
     finals: list[float | None]
     curves: list[list[tuple[int, float]]]
     step_ms: list[float]
+    seeds: list[int]
+
+    def score(self, seeds: set[int]) -> float:
+        """Mean final metric over ``seeds`` (the ones every grid point has): how the study
+        chose its best point, so seeds added later at that point do not change the choice."""
+        values = [f for f, s in zip(self.finals, self.seeds, strict=True) if s in seeds]
+        if not values or any(v is None for v in values):
+            return -math.inf
+        return statistics.fmean(values)
 
     @property
     def ok(self) -> bool:
@@ -43,21 +53,37 @@ def settings(rows: list[dict]) -> list[Setting]:
     groups: dict[tuple, Setting] = {}
     for r in rows:
         key = (r["size"], r["batch"], r["optimizer"], r["lr"], r["wd"])
-        s = groups.setdefault(key, Setting(*key, [], [], []))
+        s = groups.setdefault(key, Setting(*key, [], [], [], []))
         s.finals.append(r["final"])
         s.curves.append(r["curve"])
         s.step_ms.append(r["step_ms"])
+        s.seeds.append(r["seed"])
     return list(groups.values())
 
 
 def best(all_settings: list[Setting]) -> dict[tuple[str, int, str], Setting]:
-    """(size, batch, optimizer) -> its best setting by mean final metric over seeds."""
+    """(size, batch, optimizer) -> its best setting: the best mean over the seeds all of its
+    grid points share (the tuning seeds), as the study chose it."""
     out: dict[tuple[str, int, str], Setting] = {}
-    for s in all_settings:
-        key = (s.size, s.batch, s.optimizer)
-        if key not in out or s.mean > out[key].mean:
-            out[key] = s
+    for key, mine in _by_optimizer(all_settings).items():
+        common = set.intersection(*(set(s.seeds) for s in mine))
+        out[key] = max(mine, key=lambda s: s.score(common))
     return out
+
+
+def _by_optimizer(all_settings: list[Setting]) -> dict[tuple[str, int, str], list[Setting]]:
+    out: dict[tuple[str, int, str], list[Setting]] = {}
+    for s in all_settings:
+        out.setdefault((s.size, s.batch, s.optimizer), []).append(s)
+    return out
+
+
+def main_cell(all_settings: list[Setting]) -> tuple[str, int]:
+    """The (size, batch) with the most grid points: where the full sweep ran."""
+    counts: dict[tuple[str, int], int] = {}
+    for s in all_settings:
+        counts[(s.size, s.batch)] = counts.get((s.size, s.batch), 0) + 1
+    return max(sorted(counts), key=counts.get)
 
 
 def steps_to_target(curve: list[tuple[int, float]], target: float) -> int | None:
@@ -66,8 +92,8 @@ def steps_to_target(curve: list[tuple[int, float]], target: float) -> int | None
 
 
 def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    columns = ["size", "batch", "optimizer", "best lr", "best wd", "final (mean ± std)",
-               "vs AdamW", "steps to AdamW's final", "step ms"]  # fmt: skip
+    columns = ["size", "batch", "optimizer", "best lr", "best wd", "seeds",
+               "final (mean ± std)", "vs AdamW", "steps to AdamW's final", "step ms"]  # fmt: skip
     out = []
     tops = best(settings(rows))
     for (size, batch, name), s in sorted(tops.items(), key=lambda kv: (kv[0][0], kv[0][1],
@@ -84,8 +110,71 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             hit = [x for x in steps if x is not None]
             reach = (f"{statistics.fmean(hit):.0f}" if len(hit) == len(steps)
                      else f"{len(hit)}/{len(steps)} seeds reach it")  # fmt: skip
-        out.append([size, str(batch), name, f"{s.lr:.3g}", f"{s.wd:.3g}", final, gap, reach,
+        out.append([size, str(batch), name, f"{s.lr:.3g}", f"{s.wd:.3g}", str(len(s.finals)),
+                    final, gap, reach,
                     f"{statistics.median(s.step_ms):.2f}"])  # fmt: skip
+    return columns, out
+
+
+def transfer(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Where tuned Lion's lr and wd sit relative to tuned AdamW's (the paper: lr 3-10x
+    smaller, wd 3-10x larger), whether an optimum sits on its grid's edge (then the ratio is
+    a bound), and what ``Lion.from_adamw`` of tuned AdamW scores next to tuned Lion."""
+    columns = ["size", "batch", "AdamW lr / wd", "Lion lr / wd", "lr: AdamW / Lion",
+               "wd: Lion / AdamW", "on a grid edge", "from_adamw lr / wd",
+               "from_adamw - tuned Lion"]  # fmt: skip
+    all_settings = settings(rows)
+    tops, groups = best(all_settings), _by_optimizer(all_settings)
+    out = []
+    for size, batch in sorted({k[:2] for k in tops}):
+        adamw, lion = tops.get((size, batch, REFERENCE)), tops.get((size, batch, LION))
+        if not (adamw and lion and adamw.ok and lion.ok):
+            continue
+        edges = [f"{name} {what}" for name, s in ((REFERENCE, adamw), (LION, lion))
+                 for what in _edges(s, groups[(size, batch, name)])]  # fmt: skip
+        derived = tops.get((size, batch, FROM_ADAMW))
+        wd_ratio = f"{lion.wd / adamw.wd:.3g}" if adamw.wd > 0 else "-"
+        out.append([
+            size, str(batch), f"{adamw.lr:.3g} / {adamw.wd:.3g}", f"{lion.lr:.3g} / {lion.wd:.3g}",
+            f"{adamw.lr / lion.lr:.3g}", wd_ratio, ", ".join(edges) or "no",
+            f"{derived.lr:.3g} / {derived.wd:.3g}" if derived else "-",
+            (f"{derived.mean - lion.mean:+.4f} (± {math.hypot(derived.std, lion.std):.4f})"
+             if derived and derived.ok else "diverged" if derived else "-"),
+        ])  # fmt: skip
+    return columns, out
+
+
+def _edges(top: Setting, mine: list[Setting]) -> list[str]:
+    """'lr high' etc. when the best point sits at the end of a grid of > 1 value."""
+    out = []
+    for name, value, grid in (("lr", top.lr, {s.lr for s in mine}),
+                              ("wd", top.wd, {s.wd for s in mine})):  # fmt: skip
+        if len(grid) > 1 and value in (min(grid), max(grid)):
+            out.append(f"{name} {'low' if value == min(grid) else 'high'}")
+    return out
+
+
+def robustness(rows: list[dict], within: float) -> tuple[list[str], list[list[str]]]:
+    """How wide each optimizer's good region is: the share of its lr x wd grid (at the
+    main cell) whose mean is within ``within`` of its best, and the lr span those points
+    cover. The default grids span the same factors for Lion and AdamW, so shares compare."""
+    columns = ["optimizer", "grid points", f"within {within:g} of its best", "share",
+               "lr span of those (x)", "worst point"]  # fmt: skip
+    all_settings = settings(rows)
+    cell = main_cell(all_settings)
+    out = []
+    for (size, batch, name), mine in sorted(_by_optimizer(all_settings).items()):
+        if (size, batch) != cell or len(mine) < 2:
+            continue
+        common = set.intersection(*(set(s.seeds) for s in mine))
+        scores = [s.score(common) for s in mine]
+        top = max(scores)
+        good = [s for s, v in zip(mine, scores, strict=True) if v >= top - within]
+        worst = min(scores)
+        out.append([name, str(len(mine)), str(len(good)), f"{len(good) / len(mine):.0%}",
+                    f"{max(s.lr for s in good) / min(s.lr for s in good):.3g}",
+                    f"{worst:.4f}" if math.isfinite(worst) else "diverged"])  # fmt: skip
+    out.sort(key=lambda r: -float(r[3].rstrip("%")))
     return columns, out
 
 
@@ -116,8 +205,8 @@ def plots(rows: list[dict], out: Path, metric: str) -> list[Path]:
         ax.legend(fontsize=7)
     written.append(_save(fig, out / "curves.png"))
 
-    names = sorted({s.optimizer for s in all_settings})
-    size, batch = cells[0]
+    size, batch = main_cell(all_settings)
+    names = sorted({s.optimizer for s in all_settings if (s.size, s.batch) == (size, batch)})
     here = [s for s in all_settings if (s.size, s.batch) == (size, batch) and s.ok]
     # one colour scale for every optimizer, so the width of the good region compares
     low, high = (min(s.mean for s in here), max(s.mean for s in here)) if here else (0, 1)
@@ -136,7 +225,8 @@ def plots(rows: list[dict], out: Path, metric: str) -> list[Path]:
                 ax.text(x, y, text, ha="center", va="center", fontsize=6, color="white")
         ax.set_xticks(range(len(lrs)), [f"{x:.2g}" for x in lrs], fontsize=7)
         ax.set_yticks(range(len(wds)), [f"{x:.2g}" for x in wds], fontsize=7)
-        ax.set(title=name, xlabel="lr", ylabel="weight decay")
+        ax.set(title=f"{name} (model {size}, batch {batch})", xlabel="lr",
+               ylabel="weight decay")
         fig.colorbar(image, ax=ax)
     written.append(_save(fig, out / "sensitivity.png"))
 
@@ -145,7 +235,7 @@ def plots(rows: list[dict], out: Path, metric: str) -> list[Path]:
         if len(gaps) < 2:
             continue
         fig, ax = plt.subplots(figsize=(5, 3.6))
-        xs = list(gaps)
+        xs = sorted(gaps, key=_order)
         ax.errorbar(range(len(xs)), [gaps[x][0] for x in xs], yerr=[gaps[x][1] for x in xs],
                     fmt="o-", capsize=4)  # fmt: skip
         ax.axhline(0, color="grey", lw=0.8)
@@ -158,9 +248,10 @@ def plots(rows: list[dict], out: Path, metric: str) -> list[Path]:
 
 def _gaps(tops, axis: int) -> dict:
     """x (batch or size) -> (tuned Lion minus tuned AdamW, combined std), the other axis at
-    its first value."""
+    the value that has the most x's (where that sweep ran)."""
     keys = sorted({k[:2] for k in tops})
-    fixed = keys[0][1 - axis]
+    others = [k[1 - axis] for k in keys]
+    fixed = max(sorted(set(others), key=str), key=others.count)
     out = {}
     for key in keys:
         if key[1 - axis] != fixed:
@@ -169,6 +260,12 @@ def _gaps(tops, axis: int) -> dict:
         if lion and adamw and lion.ok and adamw.ok:
             out[key[axis]] = (lion.mean - adamw.mean, math.hypot(lion.std, adamw.std))
     return out
+
+
+def _order(x) -> tuple:
+    """Batch sizes by number, model sizes small before base."""
+    sizes = ("tiny", "small", "base", "large")
+    return (0, x, "") if isinstance(x, int) else (1, sizes.index(x) if x in sizes else 99, x)
 
 
 def _save(fig, path: Path) -> Path:

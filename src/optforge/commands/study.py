@@ -28,6 +28,12 @@ def add_study_command(commands) -> None:
         "sgd, adafactor, a program file or library program, JOURNAL or JOURNAL:ID",
     )
     study.add_argument("--seeds", type=positive_int, default=3)
+    study.add_argument("--tune-seeds", type=positive_int,
+                       help="seeds per grid point; the remaining seeds run at each "
+                            "optimizer's best point only (default: all seeds everywhere)")  # fmt: skip
+    study.add_argument("--good-within", type=float,
+                       help="the sensitivity table counts grid points within this of the best "
+                            "(default: 0.01 accuracy, 0.03 nats)")  # fmt: skip
     study.add_argument("--lr", help="grid for all (1e-4:1e-2:5 = 5 log-spaced, or a,b,c), or "
                        "NAME=GRID;NAME=GRID (default: per optimizer)")  # fmt: skip
     study.add_argument("--wd", help="weight-decay grid, same forms as --lr")
@@ -73,6 +79,7 @@ def _study(args: argparse.Namespace, console: Console) -> int:
             steps=args.steps,
             lr=args.lr,
             wd=args.wd,
+            tune_seeds=args.tune_seeds,
         )
     except ValueError as e:
         console.print(f"[red]error:[/red] {e}", highlight=False)
@@ -90,10 +97,21 @@ def _study(args: argparse.Namespace, console: Console) -> int:
     rows = [r for r in store.rows() if r["task"] == plan.task]
     columns, table = study_report.table(rows)
     metric = TASKS[plan.task]().metric
-    title = (f"{plan.task}: {metric}, {plan.steps} steps, seeds 0-{plan.seeds - 1} "
+    tuned = "" if plan.tuning == plan.seeds else f", grid tuned on seeds 0-{plan.tuning - 1}"
+    title = (f"{plan.task}: {metric}, {plan.steps} steps, seeds 0-{plan.seeds - 1}{tuned} "
              f"({trained} runs trained now, {len(rows)} stored)")  # fmt: skip
     print_table(console, title, columns, table, args.markdown, numeric=False)
-    (out / "study.md").write_text(f"{title}\n\n" + _markdown(columns, table) + "\n")
+    within = args.good_within or (0.01 if "accuracy" in metric else 0.03)
+    sections = [(title, columns, table),
+                ("Hyper-parameter transfer: tuned Lion against tuned AdamW",
+                 *study_report.transfer(rows)),
+                (f"Sensitivity: grid points within {within:g} of each optimizer's best",
+                 *study_report.robustness(rows, within))]  # fmt: skip
+    for heading, cols, body in sections[1:]:
+        if body:
+            print_table(console, heading, cols, body, args.markdown, numeric=False)
+    (out / "study.md").write_text("\n".join(f"{heading}\n\n{_markdown(cols, body)}\n"
+                                            for heading, cols, body in sections if body))
     for path in study_report.plots(rows, out, metric):
         console.print(f"wrote {path}", highlight=False)
     return 0

@@ -361,8 +361,20 @@ def make_executor(name: str, workers: int = 1, address: str | None = None, devic
 
 
 def threads_per_worker(workers: int) -> int:
-    """Share this machine's cores among the workers."""
-    return max(1, (os.cpu_count() or 1) // workers)
+    """Share the cores this process may use among the workers: ``OMP_NUM_THREADS`` when the
+    user set it (so two jobs can split a machine), else the CPUs it is allowed to run on."""
+    cores = _usable_cores()
+    return max(1, cores // workers)
+
+
+def _usable_cores() -> int:
+    limit = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if limit.isdigit() and int(limit) > 0:
+        return int(limit)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def chunk(items: Sequence, parts: int) -> list[list]:
