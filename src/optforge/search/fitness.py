@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from optforge.program.program import Program, Statement
-from optforge.tasks import registry
+from optforge.tasks import memory, registry
 from optforge.tasks.builtin import Builtin
 from optforge.tasks.train import evaluate
 
@@ -259,15 +259,18 @@ def _train(config, optimizers, cells, time_limit, compiled, device="cpu") -> dic
     for task_name in tasks:
         rows = [(i, s, m) for i, per in cells.items() for t, s in per if t == task_name
                 for m in config.multipliers]  # fmt: skip
-        step = config.max_batch or max(1, len(rows))
         task = registry.get(task_name)
-        for start in range(0, len(rows), step):
-            part = rows[start : start + step]
-            results = evaluate(task, [scaled(optimizers[i], m) for i, _, m in part],
-                               [s for _, s, _ in part], time_limit=time_limit,
-                               compiled=compiled, device=device)  # fmt: skip
-            for (i, s, m), r in zip(part, results, strict=True):
-                out[(i, task_name, s, m)] = r
+        memory.cap(device)
+
+        def run(part, task=task):
+            return evaluate(task, [scaled(optimizers[i], m) for i, _, m in part],
+                            [s for _, s, _ in part], time_limit=time_limit,
+                            compiled=compiled, device=device)  # fmt: skip
+
+        results = memory.in_fitting_batches(rows, run, (task_name, str(device)),
+                                            config.max_batch)  # fmt: skip
+        for (i, s, m), r in zip(rows, results, strict=True):
+            out[(i, task_name, s, m)] = r
     return out
 
 

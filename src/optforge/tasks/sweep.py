@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from optforge.program.program import Program
+from optforge.tasks import memory
 from optforge.tasks.registry import Task, baseline_program
 from optforge.tasks.train import Result, evaluate
 
@@ -80,11 +81,17 @@ def evaluate_many(
     progress: Callable[[int, int], None] | None = None,
     device: str = "cpu",
 ) -> list[Result]:
-    """Evaluate (program, seed) pairs in batches of ``batch`` candidates on ``device``."""
+    """Evaluate (program, seed) pairs in batches of ``batch`` candidates on ``device`` (fewer
+    when a batch does not fit its memory)."""
     results: list[Result] = []
+    memory.cap(device)
     for start in range(0, len(candidates), batch):
         chunk = candidates[start : start + batch]
-        results += evaluate(task, [p for p, _ in chunk], [s for _, s in chunk], device=device)
+
+        def run(part):
+            return evaluate(task, [p for p, _ in part], [s for _, s in part], device=device)
+
+        results += memory.in_fitting_batches(chunk, run, (task.name, str(device)))
         if progress:
             progress(len(results), len(candidates))
     return results
