@@ -54,7 +54,7 @@ def test_study_writes_table_and_plots(tmp_path, capsys):
     out = tmp_path / "s"
     grids = "lion=3e-3;adamw=1e-2;signum=1e-3:1e-2:2"  # signum: optforge's library program
     argv = ["study", *TINY, "--optimizers", "lion,adamw,signum", "--batch-size", "16,32",
-            "--lr", grids, "--out", str(out), "--markdown"]  # fmt: skip
+            "--lr", grids, "--extend", "0", "--out", str(out), "--markdown"]  # fmt: skip
     assert main(argv) == 0
     text = (out / "study.md").read_text()
     for name in ("lion", "adamw", "signum"):
@@ -72,7 +72,7 @@ def test_study_writes_table_and_plots(tmp_path, capsys):
 def test_a_killed_study_resumes_without_repeating_a_finished_run(tmp_path):
     out = tmp_path / "k"
     argv = [sys.executable, "-m", "optforge", "study", "--task", "digits-mlp", "--steps",
-            "200", "--seeds", "3", "--optimizers", "lion,adamw", "--wd", "0",
+            "200", "--seeds", "3", "--optimizers", "lion,adamw", "--wd", "0", "--extend", "0",
             "--out", str(out)]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = out / "study.db"
@@ -83,7 +83,8 @@ def test_a_killed_study_resumes_without_repeating_a_finished_run(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     before = {r["key"]: r["finished"] for r in study.Store(db).rows()}
-    planned = study.plan("digits-mlp", ["lion", "adamw"], seeds=3, steps=200, wd="0").size()
+    planned = study.plan("digits-mlp", ["lion", "adamw"], seeds=3, steps=200, wd="0",
+                         extend=0).size()
     assert 2 <= len(before) < planned
     done = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -103,7 +104,7 @@ def _count(db: Path) -> int:
 def test_tuning_seeds_then_the_best_point_gets_the_rest_and_from_adamw_follows(tmp_path):
     plan = study.plan("digits-mlp", ["lion", "adamw", "lion-from-adamw"], seeds=3, steps=30,
                       lr="lion=1e-3,1e-2;adamw=1e-3,1e-2", wd="lion=0.1;adamw=0.01,0.03",
-                      tune_seeds=1)  # fmt: skip
+                      tune_seeds=1, extend=0)  # fmt: skip
     store = study.Store(tmp_path / "study.db")
     assert study.run(plan, store) == plan.size() == (2 + 4) * 1 + 2 * 2 + 3
     rows = store.rows()
@@ -154,3 +155,24 @@ def test_report_chooses_on_tuning_seeds_and_measures_transfer_and_width():
     shares = {r[0]: (r[2], r[3], r[4]) for r in width}
     assert shares["lion"] == ("3", "75%", "10")  # 0.87, 0.91, 0.905 are within 0.045 of 0.91
     assert shares["adamw"] == ("1", "25%", "1")
+
+
+def test_a_best_point_on_the_grids_edge_extends_the_grid(tmp_path):
+    """lr 1e-4 and 3e-4 are far too small for 30 steps: the best sits on the top edge, so
+    the grid grows by its own ratio (x3) for up to ``extend`` rounds, at every wd."""
+    plan = study.plan("digits-mlp", ["lion"], seeds=1, steps=30, lr="1e-4,3e-4", wd="0.1",
+                      extend=2)  # fmt: skip
+    store = study.Store(tmp_path / "study.db")
+    trained = study.run(plan, store)
+    rows = store.rows()
+    by_lr = {r["lr"]: r["final"] for r in rows}
+    assert sorted(by_lr) == pytest.approx([1e-4, 3e-4, 9e-4, 2.7e-3])
+    assert trained == len(rows) == 4
+    assert by_lr[max(by_lr)] == max(by_lr.values())  # each round's best was the new edge
+    assert plan.best(store.finals(), "small", 32, "lion")[0] == pytest.approx(2.7e-3)
+    assert study.run(plan, store) == 0  # a resumed study finds its extensions again
+    none = study.plan("digits-mlp", ["lion"], seeds=1, steps=30, lr="1e-5,3e-5", wd="0.1",
+                      extend=0)  # fmt: skip
+    assert study.run(none, study.Store(tmp_path / "b.db")) == 2
+    with pytest.raises(ValueError, match="extend 11 must be between 0 and 10"):
+        study.plan("digits-mlp", ["lion"], extend=11)

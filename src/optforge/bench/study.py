@@ -226,9 +226,11 @@ class Store:
 
 @dataclass(frozen=True)
 class Plan:
-    """What to train, in three stages: every grid point at seeds ``0..tune_seeds-1``; the
-    remaining seeds at each optimizer's best grid point; then ``lion-from-adamw`` (if asked
-    for) at every seed. With ``tune_seeds == seeds`` the whole grid gets every seed."""
+    """What to train, in stages: every grid point at seeds ``0..tune_seeds-1``; up to
+    ``extend`` rounds that add a grid value beyond an edge where the best point sits (so no
+    optimum is an artefact of the grid); the remaining seeds at each optimizer's best point;
+    then ``lion-from-adamw`` (if asked for) at every seed. With ``tune_seeds == seeds`` every
+    grid point gets every seed."""
 
     task: str
     optimizers: tuple[str, ...]
@@ -239,6 +241,7 @@ class Plan:
     lr: dict[str, tuple[float, ...]]  # per optimizer
     wd: dict[str, tuple[float, ...]]
     tune_seeds: int = 0  # 0: all seeds
+    extend: int = 2  # rounds of grid extension past an edge optimum
 
     @property
     def tuning(self) -> int:
@@ -264,8 +267,25 @@ class Plan:
                         for seed in range(self.tuning):
                             yield self.key(size, batch, opt, lr, wd, seed)
 
+    def extensions(self, finals: dict[str, float | None]) -> Iterator[RunKey]:
+        """One round: where an optimizer's best point sits at the end of a log grid, the next
+        value beyond it (one grid step) with every value of the other axis."""
+        for size, batch in self.cells():
+            for opt in self.gridded():
+                top = self.best(finals, size, batch, opt)
+                if top is None:
+                    continue
+                lrs, wds = self.axes(finals, size, batch, opt)
+                new_lrs = _beyond(top[0], lrs, self.lr[opt], self.extend)
+                new_wds = _beyond(top[1], wds, self.wd[opt], self.extend)
+                points = [(lr, wd) for lr in new_lrs for wd in wds]
+                points += [(lr, wd) for lr in lrs + new_lrs for wd in new_wds]
+                for lr, wd in points:
+                    for seed in range(self.tuning):
+                        yield self.key(size, batch, opt, lr, wd, seed)
+
     def confirmations(self, finals: dict[str, float | None]) -> Iterator[RunKey]:
-        """Stage 2: the seeds left, at each optimizer's best grid point."""
+        """The seeds left, at each optimizer's best point."""
         for size, batch in self.cells():
             for opt in self.gridded():
                 top = self.best(finals, size, batch, opt)
@@ -273,7 +293,7 @@ class Plan:
                     yield self.key(size, batch, opt, *top, seed)
 
     def derived(self, finals: dict[str, float | None]) -> Iterator[RunKey]:
-        """Stage 3: Lion at ``Lion.from_adamw`` of tuned AdamW, every seed."""
+        """Lion at ``Lion.from_adamw`` of tuned AdamW, every seed."""
         if DERIVED not in self.optimizers:
             return
         for size, batch in self.cells():
@@ -282,13 +302,28 @@ class Plan:
                 lr, wd = top[0] / ADAMW_RATIO, top[1] * ADAMW_RATIO
                 yield self.key(size, batch, DERIVED, lr, wd, seed)
 
+    def axes(self, finals: dict[str, float | None], size: str, batch: int,
+             opt: str) -> tuple[list[float], list[float]]:  # fmt: skip
+        """The lr and wd values tried so far: the grid's and the extensions found in
+        ``finals`` (so a resumed study sees its extensions again)."""
+        lrs, wds = set(self.lr[opt]), set(self.wd[opt])
+        here = self.key(size, batch, opt, 0.0, 0.0, 0)
+        for text in finals:
+            key = json.loads(text)
+            if all(key[f] == getattr(here, f) for f in ("task", "size", "batch", "steps",
+                                                         "optimizer")):  # fmt: skip
+                lrs.add(key["lr"])
+                wds.add(key["wd"])
+        return sorted(lrs), sorted(wds)
+
     def best(self, finals: dict[str, float | None], size: str, batch: int,
              opt: str) -> tuple[float, float] | None:  # fmt: skip
-        """The grid point with the best mean final metric over the tuning seeds (a diverged
-        seed sinks its point); None when every point diverged."""
+        """The point with the best mean final metric over the tuning seeds (a diverged seed
+        sinks its point); None when every point diverged."""
         scores = {}
-        for lr in self.lr[opt]:
-            for wd in self.wd[opt]:
+        lrs, wds = self.axes(finals, size, batch, opt)
+        for lr in lrs:
+            for wd in wds:
                 values = [finals.get(self.key(size, batch, opt, lr, wd, s).text())
                           for s in range(self.tuning)]  # fmt: skip
                 if all(v is not None for v in values):
@@ -302,9 +337,27 @@ class Plan:
         return per_cell * len(self.sizes) * len(self.batches)
 
 
+def _beyond(value: float, tried: list[float], grid: tuple[float, ...],
+            rounds: int) -> list[float]:  # fmt: skip
+    """The next value past ``value`` when it is the largest or smallest tried, one step of
+    ``grid``'s log spacing away and at most ``rounds`` steps past the grid's own ends (a
+    resumed study stops where the first run stopped); nothing for a one-value grid or one
+    with 0."""
+    if len(grid) < 2 or min(grid) <= 0 or len(tried) < 2:
+        return []
+    low, high = sorted(grid)[:2], sorted(grid)[-2:]
+    up, down = high[1] / high[0], low[0] / low[1]
+    if value == max(tried) and value * up <= high[1] * up**rounds * (1 + 1e-9):
+        return [value * up]
+    if value == min(tried) and value * down >= low[0] * down**rounds * (1 - 1e-9):
+        return [value * down]
+    return []
+
+
 def plan(task: str, optimizers: list[str], seeds: int = 3, sizes: list[str] | None = None,
          batches: list[int] | None = None, steps: int | None = None, lr: str | None = None,
-         wd: str | None = None, tune_seeds: int | None = None) -> Plan:  # fmt: skip
+         wd: str | None = None, tune_seeds: int | None = None,
+         extend: int = 2) -> Plan:  # fmt: skip
     """Check every choice and fill the defaults; a bad one raises ValueError naming it and
     what is allowed."""
     if task not in TASKS:
@@ -315,6 +368,8 @@ def plan(task: str, optimizers: list[str], seeds: int = 3, sizes: list[str] | No
     if DERIVED in optimizers and "adamw" not in optimizers:
         raise ValueError(f"{DERIVED} is Lion.from_adamw of tuned AdamW: add adamw to the "
                          f"optimizers")  # fmt: skip
+    if not 0 <= extend <= 10:
+        raise ValueError(f"extend {extend} must be between 0 and 10 rounds")
     if tune_seeds is not None and not 1 <= tune_seeds <= seeds:
         raise ValueError(f"tune seeds {tune_seeds} must be between 1 and --seeds ({seeds})")
     sizes = sizes or [spec.sizes[0]]
@@ -329,7 +384,7 @@ def plan(task: str, optimizers: list[str], seeds: int = 3, sizes: list[str] | No
         lrs[name] = parse_grid(_for(name, lr) or default_lr)
         wds[name] = parse_grid(_for(name, wd) or default_wd)
     return Plan(task, tuple(optimizers), seeds, tuple(sizes), tuple(batches or [spec.batch]),
-                steps or spec.steps, lrs, wds, tune_seeds or 0)  # fmt: skip
+                steps or spec.steps, lrs, wds, tune_seeds or 0, extend)  # fmt: skip
 
 
 def _for(name: str, text: str | None) -> str | None:
@@ -351,9 +406,13 @@ def run(plan: Plan, store: Store, wd_on: str = "matrices",
     settings from the results of the ones before); returns how many were trained."""
     spec = TASKS[plan.task]()
     total, finished, trained = plan.size(), 0, 0
-    for stage in (plan.grid, plan.confirmations, plan.derived):
+    stages = [plan.grid, *[plan.extensions] * plan.extend, plan.confirmations, plan.derived]
+    for stage in stages:
         done = store.done()
-        for key in list(stage(store.finals())):
+        keys = list(dict.fromkeys(stage(store.finals())))
+        if stage == plan.extensions:
+            total += len(keys)
+        for key in keys:
             if key.text() in done:
                 finished += 1
                 continue

@@ -49,6 +49,11 @@ class Setting:
         return statistics.stdev(self.finals) if self.ok and len(self.finals) > 1 else 0.0
 
 
+def label(name: str) -> str:
+    """An optimizer's name for tables and plots: a program file by its stem."""
+    return Path(name).stem if "/" in name or name.endswith((".txt", ".py", ".json")) else name
+
+
 def settings(rows: list[dict]) -> list[Setting]:
     groups: dict[tuple, Setting] = {}
     for r in rows:
@@ -110,7 +115,7 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             hit = [x for x in steps if x is not None]
             reach = (f"{statistics.fmean(hit):.0f}" if len(hit) == len(steps)
                      else f"{len(hit)}/{len(steps)} seeds reach it")  # fmt: skip
-        out.append([size, str(batch), name, f"{s.lr:.3g}", f"{s.wd:.3g}", str(len(s.finals)),
+        out.append([size, str(batch), label(name), f"{s.lr:.3g}", f"{s.wd:.3g}", str(len(s.finals)),
                     final, gap, reach,
                     f"{statistics.median(s.step_ms):.2f}"])  # fmt: skip
     return columns, out
@@ -171,7 +176,7 @@ def robustness(rows: list[dict], within: float) -> tuple[list[str], list[list[st
         top = max(scores)
         good = [s for s, v in zip(mine, scores, strict=True) if v >= top - within]
         worst = min(scores)
-        out.append([name, str(len(mine)), str(len(good)), f"{len(good) / len(mine):.0%}",
+        out.append([label(name), str(len(mine)), str(len(good)), f"{len(good) / len(mine):.0%}",
                     f"{max(s.lr for s in good) / min(s.lr for s in good):.3g}",
                     f"{worst:.4f}" if math.isfinite(worst) else "diverged"])  # fmt: skip
     out.sort(key=lambda r: -float(r[3].rstrip("%")))
@@ -197,7 +202,7 @@ def plots(rows: list[dict], out: Path, metric: str) -> list[Path]:
             steps = [p[0] for p in s.curves[0]]
             values = [[p[1] for p in c] for c in s.curves if len(c) == len(steps)]
             mean = [statistics.fmean(v) for v in zip(*values, strict=True)]
-            ax.plot(steps, mean, label=f"{name} (lr {s.lr:.2g}, wd {s.wd:.2g})")
+            ax.plot(steps, mean, label=f"{label(name)} (lr {s.lr:.2g}, wd {s.wd:.2g})")
             ax.fill_between(steps, [min(v) for v in zip(*values, strict=True)],
                             [max(v) for v in zip(*values, strict=True)], alpha=0.2)  # fmt: skip
         ax.set(title=f"model {size}, batch {batch}", xlabel="step", ylabel=metric)
@@ -206,31 +211,40 @@ def plots(rows: list[dict], out: Path, metric: str) -> list[Path]:
     written.append(_save(fig, out / "curves.png"))
 
     size, batch = main_cell(all_settings)
-    names = sorted({s.optimizer for s in all_settings if (s.size, s.batch) == (size, batch)})
-    here = [s for s in all_settings if (s.size, s.batch) == (size, batch) and s.ok]
+    groups = {k[2]: v for k, v in _by_optimizer(all_settings).items() if k[:2] == (size, batch)}
+    scores = {}  # each point scored on the seeds all its optimizer's points share (tuning)
+    for mine in groups.values():
+        common = set.intersection(*(set(s.seeds) for s in mine))
+        scores.update({id(s): s.score(common) for s in mine})
+    finite = [v for v in scores.values() if math.isfinite(v)]
     # one colour scale for every optimizer, so the width of the good region compares
-    low, high = (min(s.mean for s in here), max(s.mean for s in here)) if here else (0, 1)
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.6), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
-        mine = [s for s in all_settings if (s.size, s.batch, s.optimizer) == (size, batch, name)]
+    low, high = (min(finite), max(finite)) if finite else (0, 1)
+    columns = min(5, len(groups))
+    rows_n = math.ceil(len(groups) / columns)
+    fig, axes = plt.subplots(rows_n, columns, figsize=(4 * columns, 3.6 * rows_n),
+                             squeeze=False)  # fmt: skip
+    for ax in axes.flat[len(groups):]:
+        ax.set_visible(False)
+    for ax, (name, mine) in zip(axes.flat, sorted(groups.items()), strict=False):
         lrs, wds = sorted({s.lr for s in mine}), sorted({s.wd for s in mine})
-        grid = [[next((s.mean for s in mine if s.lr == lr and s.wd == wd), math.nan)
-                 for lr in lrs] for wd in wds]  # fmt: skip
-        grid = [[v if math.isfinite(v) else math.nan for v in row] for row in grid]
-        image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis", vmin=low,
+        at = {(s.lr, s.wd): scores[id(s)] for s in mine}
+        grid = [[at.get((lr, wd), math.nan) for lr in lrs] for wd in wds]
+        shown = [[v if math.isfinite(v) else math.nan for v in row] for row in grid]
+        image = ax.imshow(shown, origin="lower", aspect="auto", cmap="viridis", vmin=low,
                           vmax=high)  # fmt: skip
         for y, row in enumerate(grid):
             for x, value in enumerate(row):
-                text = "div." if math.isnan(value) else f"{value:.3f}"
+                text = ("-" if math.isnan(value) else "div." if math.isinf(value)
+                        else f"{value:.3f}")  # fmt: skip
                 ax.text(x, y, text, ha="center", va="center", fontsize=6, color="white")
         ax.set_xticks(range(len(lrs)), [f"{x:.2g}" for x in lrs], fontsize=7)
         ax.set_yticks(range(len(wds)), [f"{x:.2g}" for x in wds], fontsize=7)
-        ax.set(title=f"{name} (model {size}, batch {batch})", xlabel="lr",
+        ax.set(title=f"{label(name)} (model {size}, batch {batch})", xlabel="lr",
                ylabel="weight decay")
         fig.colorbar(image, ax=ax)
     written.append(_save(fig, out / "sensitivity.png"))
 
-    for axis, label in ((1, "batch size"), (0, "model size")):
+    for axis, axis_name in ((1, "batch size"), (0, "model size")):
         gaps = _gaps(tops, axis)
         if len(gaps) < 2:
             continue
@@ -240,9 +254,9 @@ def plots(rows: list[dict], out: Path, metric: str) -> list[Path]:
                     fmt="o-", capsize=4)  # fmt: skip
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xticks(range(len(xs)), [str(x) for x in xs])
-        ax.set(xlabel=label, ylabel=f"Lion - AdamW ({metric})")
+        ax.set(xlabel=axis_name, ylabel=f"Lion - AdamW ({metric})")
         ax.grid(alpha=0.3)
-        written.append(_save(fig, out / f"gap-vs-{label.split()[0]}.png"))
+        written.append(_save(fig, out / f"gap-vs-{axis_name.split()[0]}.png"))
     return written
 
 

@@ -131,7 +131,8 @@ def add_search_commands(commands) -> None:
     search.add_argument(
         "--fitness",
         metavar="DEFINITION",
-        help="the fitness: TASK[+TASK][;mult=1/3,1,3][;seeds=N][;norm][;hurdle=X] (default: "
+        help="the fitness: TASK[+TASK][;mult=1/3,1,3][;seeds=N][;norm][;hurdle=X][;batch=N] "
+        "(default: "
         "the task's registered fitness, else its raw metric at x1, one seed; docs/search.md)",
     )
     search.add_argument("--finalists", type=positive_int, default=3)

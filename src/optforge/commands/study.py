@@ -31,6 +31,9 @@ def add_study_command(commands) -> None:
     study.add_argument("--tune-seeds", type=positive_int,
                        help="seeds per grid point; the remaining seeds run at each "
                             "optimizer's best point only (default: all seeds everywhere)")  # fmt: skip
+    study.add_argument("--extend", type=int, default=2, metavar="N",
+                       help="rounds that extend a grid past an edge where the best point sits "
+                            "(default 2; 0: the grid as given)")  # fmt: skip
     study.add_argument("--good-within", type=float,
                        help="the sensitivity table counts grid points within this of the best "
                             "(default: 0.01 accuracy, 0.03 nats)")  # fmt: skip
@@ -80,6 +83,7 @@ def _study(args: argparse.Namespace, console: Console) -> int:
             lr=args.lr,
             wd=args.wd,
             tune_seeds=args.tune_seeds,
+            extend=args.extend,
         )
     except ValueError as e:
         console.print(f"[red]error:[/red] {e}", highlight=False)
