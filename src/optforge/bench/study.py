@@ -35,8 +35,7 @@ OPTIMIZERS: dict[str, tuple[str, str, str]] = {
     "sgd": ("torch.optim.SGD, momentum 0.9", "0.01:0.3:4", "0:0:1"),
     "adafactor": ("torch.optim.Adafactor", "1e-3:3e-2:4", "0.003:0.1:3"),
     # no grid of its own: run after AdamW is tuned, at Lion.from_adamw(AdamW's best lr and wd)
-    "lion-from-adamw": ("optforge.Lion.from_adamw(tuned AdamW's lr, wd): lr / 10, wd x 10",
-                        "", ""),
+    "lion-from-adamw": ("optforge.Lion.from_adamw(tuned AdamW's lr, wd): lr / 10, wd x 10", "", ""),
 }
 DERIVED = "lion-from-adamw"
 PROGRAM_GRID = ("1/3:3:3", "0")  # a program's lr multiplies its own step size

@@ -223,7 +223,7 @@ def plots(rows: list[dict], out: Path, metric: str) -> list[Path]:
     rows_n = math.ceil(len(groups) / columns)
     fig, axes = plt.subplots(rows_n, columns, figsize=(4 * columns, 3.6 * rows_n),
                              squeeze=False)  # fmt: skip
-    for ax in axes.flat[len(groups):]:
+    for ax in axes.flat[len(groups) :]:
         ax.set_visible(False)
     for ax, (name, mine) in zip(axes.flat, sorted(groups.items()), strict=False):
         lrs, wds = sorted({s.lr for s in mine}), sorted({s.wd for s in mine})
@@ -239,8 +239,9 @@ def plots(rows: list[dict], out: Path, metric: str) -> list[Path]:
                 ax.text(x, y, text, ha="center", va="center", fontsize=6, color="white")
         ax.set_xticks(range(len(lrs)), [f"{x:.2g}" for x in lrs], fontsize=7)
         ax.set_yticks(range(len(wds)), [f"{x:.2g}" for x in wds], fontsize=7)
-        ax.set(title=f"{label(name)} (model {size}, batch {batch})", xlabel="lr",
-               ylabel="weight decay")
+        ax.set(
+            title=f"{label(name)} (model {size}, batch {batch})", xlabel="lr", ylabel="weight decay"
+        )
         fig.colorbar(image, ax=ax)
     written.append(_save(fig, out / "sensitivity.png"))
 

@@ -30,7 +30,7 @@ def add_study_command(commands) -> None:
     study.add_argument("--seeds", type=positive_int, default=3)
     study.add_argument("--tune-seeds", type=positive_int,
                        help="seeds per grid point; the remaining seeds run at each "
-                            "optimizer's best point only (default: all seeds everywhere)")  # fmt: skip
+                            "optimizer's best point only (default: all of them)")  # fmt: skip
     study.add_argument("--extend", type=int, default=2, metavar="N",
                        help="rounds that extend a grid past an edge where the best point sits "
                             "(default 2; 0: the grid as given)")  # fmt: skip
@@ -114,8 +114,11 @@ def _study(args: argparse.Namespace, console: Console) -> int:
     for heading, cols, body in sections[1:]:
         if body:
             print_table(console, heading, cols, body, args.markdown, numeric=False)
-    (out / "study.md").write_text("\n".join(f"{heading}\n\n{_markdown(cols, body)}\n"
-                                            for heading, cols, body in sections if body))
+    (out / "study.md").write_text(
+        "\n".join(
+            f"{heading}\n\n{_markdown(cols, body)}\n" for heading, cols, body in sections if body
+        )
+    )
     for path in study_report.plots(rows, out, metric):
         console.print(f"wrote {path}", highlight=False)
     return 0
