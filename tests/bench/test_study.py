@@ -168,8 +168,8 @@ def test_report_chooses_on_tuning_seeds_and_measures_transfer_and_width():
     assert row[8].startswith("+0.0000")
     _, width = study_report.robustness(rows, within=0.045)
     shares = {r[0]: (r[2], r[3], r[4]) for r in width}
-    assert shares["lion"] == ("3", "75%", "10")  # 0.87, 0.91, 0.905 are within 0.045 of 0.91
-    assert shares["adamw"] == ("1", "25%", "1")
+    assert shares["lion"] == ("3", "10", "1")  # 0.87, 0.91, 0.905 are within 0.045 of 0.91
+    assert shares["adamw"] == ("1", "1", "1")
 
 
 def test_a_best_point_on_the_grids_edge_extends_the_grid(tmp_path):

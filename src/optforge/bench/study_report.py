@@ -160,11 +160,11 @@ def _edges(top: Setting, mine: list[Setting]) -> list[str]:
 
 
 def robustness(rows: list[dict], within: float) -> tuple[list[str], list[list[str]]]:
-    """How wide each optimizer's good region is: the share of its lr x wd grid (at the
-    main cell) whose mean is within ``within`` of its best, and the lr span those points
-    cover. The default grids span the same factors for Lion and AdamW, so shares compare."""
-    columns = ["optimizer", "grid points", f"within {within:g} of its best", "share",
-               "lr span of those (x)", "worst point"]  # fmt: skip
+    """How wide each optimizer's good region is at the main cell: how many of its grid
+    points score within ``within`` of its best, and the lr and wd spans those points cover
+    (counts, not shares: a grid extended past an edge adds points far from the optimum)."""
+    columns = ["optimizer", "grid points", f"within {within:g} of its best",
+               "lr span of those (x)", "wd span of those (x)", "worst point"]  # fmt: skip
     all_settings = settings(rows)
     cell = main_cell(all_settings)
     out = []
@@ -176,11 +176,17 @@ def robustness(rows: list[dict], within: float) -> tuple[list[str], list[list[st
         top = max(scores)
         good = [s for s, v in zip(mine, scores, strict=True) if v >= top - within]
         worst = min(scores)
-        out.append([label(name), str(len(mine)), str(len(good)), f"{len(good) / len(mine):.0%}",
-                    f"{max(s.lr for s in good) / min(s.lr for s in good):.3g}",
+        out.append([label(name), str(len(mine)), str(len(good)), _span([s.lr for s in good]),
+                    _span([s.wd for s in good]),
                     f"{worst:.4f}" if math.isfinite(worst) else "diverged"])  # fmt: skip
-    out.sort(key=lambda r: -float(r[3].rstrip("%")))
+    out.sort(key=lambda r: (-int(r[2]), r[0]))
     return columns, out
+
+
+def _span(values: list[float]) -> str:
+    if min(values) <= 0:
+        return "-" if max(values) <= 0 else "from 0"
+    return f"{max(values) / min(values):.3g}"
 
 
 def plots(rows: list[dict], out: Path, metric: str) -> list[Path]:
