@@ -245,9 +245,8 @@ def plots(rows: list[dict], out: Path, metric: str) -> list[Path]:
                 ax.text(x, y, text, ha="center", va="center", fontsize=6, color="white")
         ax.set_xticks(range(len(lrs)), [f"{x:.2g}" for x in lrs], fontsize=7)
         ax.set_yticks(range(len(wds)), [f"{x:.2g}" for x in wds], fontsize=7)
-        ax.set(
-            title=f"{label(name)} (model {size}, batch {batch})", xlabel="lr", ylabel="weight decay"
-        )
+        ax.set_title(f"{label(name)}\nmodel {size}, batch {batch}", fontsize=9)
+        ax.set(xlabel="lr", ylabel="weight decay")
         fig.colorbar(image, ax=ax)
     written.append(_save(fig, out / "sensitivity.png"))
 
