@@ -161,6 +161,9 @@ def test_report_chooses_on_tuning_seeds_and_measures_transfer_and_width():
                                                                     (2, 0.87))]  # fmt: skip
     tops = study_report.best(study_report.settings(rows))
     assert (tops[("small", 128, "lion")].lr, tops[("small", 128, "lion")].mean) == (3e-4, 0.89)
+    _, table = study_report.table(rows)
+    lion_row = next(r for r in table if r[2] == "lion")
+    assert lion_row[3:5] == ["0.0003", "0.1 (edge)"]  # the lr is inside its grid, wd is not
     _, transfer = study_report.transfer(rows)
     (row,) = transfer
     assert row[4] == "10" and row[5] == "10"  # lr 3e-3 / 3e-4, wd 0.1 / 0.01

@@ -100,9 +100,11 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     columns = ["size", "batch", "optimizer", "best lr", "best wd", "seeds",
                "final (mean ± std)", "vs AdamW", "steps to AdamW's final", "step ms"]  # fmt: skip
     out = []
-    tops = best(settings(rows))
+    all_settings = settings(rows)
+    tops, groups = best(all_settings), _by_optimizer(all_settings)
     for (size, batch, name), s in sorted(tops.items(), key=lambda kv: (kv[0][0], kv[0][1],
                                                                        -kv[1].mean)):  # fmt: skip
+        edges = _edges(s, groups[(size, batch, name)])
         ref = tops.get((size, batch, REFERENCE))
         if s.ok:
             final = f"{s.mean:.4f} ± {s.std:.4f}"
@@ -115,8 +117,10 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             hit = [x for x in steps if x is not None]
             reach = (f"{statistics.fmean(hit):.0f}" if len(hit) == len(steps)
                      else f"{len(hit)}/{len(steps)} seeds reach it")  # fmt: skip
-        out.append([size, str(batch), label(name), f"{s.lr:.3g}", f"{s.wd:.3g}", str(len(s.finals)),
-                    final, gap, reach,
+        lr, wd = f"{s.lr:.3g}", f"{s.wd:.3g}"
+        lr += " (edge)" if any(e.startswith("lr") for e in edges) else ""
+        wd += " (edge)" if any(e.startswith("wd") for e in edges) else ""
+        out.append([size, str(batch), label(name), lr, wd, str(len(s.finals)), final, gap, reach,
                     f"{statistics.median(s.step_ms):.2f}"])  # fmt: skip
     return columns, out
 
