@@ -246,7 +246,8 @@ def plots(rows: list[dict], out: Path, metric: str) -> list[Path]:
             for x, value in enumerate(row):
                 text = ("-" if math.isnan(value) else "div." if math.isinf(value)
                         else f"{value:.3f}")  # fmt: skip
-                ax.text(x, y, text, ha="center", va="center", fontsize=6, color="white")
+                colour = "white" if math.isfinite(value) else "black"  # blank cell: dark text
+                ax.text(x, y, text, ha="center", va="center", fontsize=6, color=colour)
         ax.set_xticks(range(len(lrs)), [f"{x:.2g}" for x in lrs], fontsize=7)
         ax.set_yticks(range(len(wds)), [f"{x:.2g}" for x in wds], fontsize=7)
         ax.set_title(f"{label(name)}\nmodel {size}, batch {batch}", fontsize=9)
