@@ -136,26 +136,13 @@ def _row(opt, lr, wd, seed, final, size="small", batch=128):
 
 
 def test_report_chooses_on_tuning_seeds_and_measures_transfer_and_width():
-    rows = [
-        _row("adamw", lr, wd, 0, f)
-        for lr, wd, f in (
-            (1e-3, 0.01, 0.80),
-            (3e-3, 0.01, 0.90),
-            (1e-2, 0.01, 0.85),
-            (3e-3, 0.1, 0.70),
-        )
-    ]
+    seed0 = {  # (lr, wd, final on seed 0) of each grid point
+        "adamw": ((1e-3, 0.01, 0.80), (3e-3, 0.01, 0.90), (1e-2, 0.01, 0.85), (3e-3, 0.1, 0.70)),
+        "lion": ((1e-4, 0.1, 0.87), (3e-4, 0.1, 0.91), (1e-3, 0.1, 0.905), (3e-4, 1.0, 0.60)),
+    }
+    rows = [_row(opt, lr, wd, 0, f) for opt, points in seed0.items() for lr, wd, f in points]
     rows += [_row("adamw", 3e-3, 0.01, s, f) for s, f in ((1, 0.88), (2, 0.86))]
-    # a 1-seed lucky point beats the confirmed mean, but the choice is made on seed 0
-    rows += [
-        _row("lion", lr, wd, 0, f)
-        for lr, wd, f in (
-            (1e-4, 0.1, 0.87),
-            (3e-4, 0.1, 0.91),
-            (1e-3, 0.1, 0.905),
-            (3e-4, 1.0, 0.60),
-        )
-    ]
+    # lion's confirmed mean (0.89) is below a 1-seed point (0.905): the choice is on seed 0
     rows += [_row("lion", 3e-4, 0.1, s, f) for s, f in ((1, 0.89), (2, 0.87))]
     rows += [_row("lion-from-adamw", 3e-4, 0.1, s, f) for s, f in ((0, 0.91), (1, 0.89),
                                                                     (2, 0.87))]  # fmt: skip
