@@ -1,5 +1,6 @@
 #!/bin/bash
-# The study of docs/study.md, one part per call: vit | vit-scale | lm (each resumes).
+# The study of docs/study.md, one part per call: vit | vit-scale | lm | lm-scale (each
+# resumes; the -scale parts need their main part first).
 # One thread per part, so two parts can share a 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,12 +9,13 @@ optforge=${OPTFORGE:-optforge}
 P1=docs/data/programs/discovered-evolution-seed1.txt
 P2=docs/data/programs/discovered-evolution-seed2.txt
 resume() { [ -e "$1/study.db" ] && echo --resume || true; }
-best_wd() {  # the best weight decay of optimizer $2 in study $1 (batch 128, model small)
-  python3 - "$1" "$2" <<'PY'
+best_wd() {  # the best weight decay of optimizer $2 in study $1 (model small, batch $3)
+  python3 - "$1" "$2" "${3:-128}" <<'PY'
 import sys
+from pathlib import Path
 from optforge.bench import study, study_report
-rows = [r for r in study.Store(__import__("pathlib").Path(sys.argv[1]) / "study.db").rows()]
-print(study_report.best(study_report.settings(rows))[("small", 128, sys.argv[2])].wd)
+rows = study.Store(Path(sys.argv[1]) / "study.db").rows()
+print(study_report.best(study_report.settings(rows))[("small", int(sys.argv[3]), sys.argv[2])].wd)
 PY
 }
 case "${1:-}" in
@@ -35,5 +37,10 @@ lm)  # claims 1-3 and the LM betas on a char-level LM (signum's ablation is in t
     --optimizers lion,adamw,sgd,adafactor,lion-0.95-0.98,lion-from-adamw \
     --wd "lion=0.1,1;lion-0.95-0.98=0.1,1;adamw=0.01,0.1;adafactor=0.01,0.1" \
     --out $out $(resume $out) --markdown ;;
-*) echo "usage: scripts/study.sh vit|vit-scale|lm" >&2; exit 2 ;;
+lm-scale)  # claim 4 on the LM: batch 16 (256 costs 2 min a run); lr re-tuned, wd at the batch-64 best
+  out=docs/data/study-lm
+  wd="lion=$(best_wd $out lion 64);adamw=$(best_wd $out adamw 64)"
+  $optforge study --task shakespeare-lm --steps 600 --seeds 3 --tune-seeds 1 \
+    --optimizers lion,adamw --batch-size 16 --wd "$wd" --out $out --resume --markdown ;;
+*) echo "usage: scripts/study.sh vit|vit-scale|lm|lm-scale" >&2; exit 2 ;;
 esac
