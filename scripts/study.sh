@@ -37,10 +37,10 @@ lm)  # claims 1-3 and the LM betas on a char-level LM (signum's ablation is in t
     --optimizers lion,adamw,sgd,adafactor,lion-0.95-0.98,lion-from-adamw \
     --wd "lion=0.1,1;lion-0.95-0.98=0.1,1;adamw=0.01,0.1;adafactor=0.01,0.1" \
     --out $out $(resume $out) --markdown ;;
-lm-scale)  # claim 4 on the LM: batch 16 (256 costs 2 min a run); lr re-tuned, wd at the batch-64 best
+lm-scale)  # claim 4 on the LM: batch 16 and 256; lr re-tuned, wd at the batch-64 best
   out=docs/data/study-lm
   wd="lion=$(best_wd $out lion 64);adamw=$(best_wd $out adamw 64)"
   $optforge study --task shakespeare-lm --steps 600 --seeds 3 --tune-seeds 1 \
-    --optimizers lion,adamw --batch-size 16 --wd "$wd" --out $out --resume --markdown ;;
+    --optimizers lion,adamw --batch-size 16,256 --wd "$wd" --out $out --resume --markdown ;;
 *) echo "usage: scripts/study.sh vit|vit-scale|lm|lm-scale" >&2; exit 2 ;;
 esac
