@@ -71,9 +71,16 @@ def best(all_settings: list[Setting]) -> dict[tuple[str, int, str], Setting]:
     grid points share (the tuning seeds), as the study chose it."""
     out: dict[tuple[str, int, str], Setting] = {}
     for key, mine in _by_optimizer(all_settings).items():
-        common = set.intersection(*(set(s.seeds) for s in mine))
-        out[key] = max(mine, key=lambda s: s.score(common))
+        scores = tuning_scores(mine)
+        out[key] = max(mine, key=lambda s: scores[id(s)])
     return out
+
+
+def tuning_scores(mine: list[Setting]) -> dict[int, float]:
+    """id(setting) -> its mean over the seeds every point of one optimizer shares (the tuning
+    seeds): how the study ranked them."""
+    common = set.intersection(*(set(s.seeds) for s in mine))
+    return {id(s): s.score(common) for s in mine}
 
 
 def _by_optimizer(all_settings: list[Setting]) -> dict[tuple[str, int, str], list[Setting]]:
@@ -175,8 +182,8 @@ def robustness(rows: list[dict], within: float) -> tuple[list[str], list[list[st
     for (size, batch, name), mine in sorted(_by_optimizer(all_settings).items()):
         if (size, batch) != cell or len(mine) < 2:
             continue
-        common = set.intersection(*(set(s.seeds) for s in mine))
-        scores = [s.score(common) for s in mine]
+        by_id = tuning_scores(mine)
+        scores = [by_id[id(s)] for s in mine]
         top = max(scores)
         good = [s for s, v in zip(mine, scores, strict=True) if v >= top - within]
         worst = min(scores)
@@ -224,8 +231,7 @@ def plots(rows: list[dict], out: Path, metric: str) -> list[Path]:
     groups = {k[2]: v for k, v in _by_optimizer(all_settings).items() if k[:2] == (size, batch)}
     scores = {}  # each point scored on the seeds all its optimizer's points share (tuning)
     for mine in groups.values():
-        common = set.intersection(*(set(s.seeds) for s in mine))
-        scores.update({id(s): s.score(common) for s in mine})
+        scores.update(tuning_scores(mine))
     finite = [v for v in scores.values() if math.isfinite(v)]
     # one colour scale for every optimizer, so the width of the good region compares
     low, high = (min(finite), max(finite)) if finite else (0, 1)

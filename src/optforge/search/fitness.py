@@ -256,11 +256,11 @@ def _train(config, optimizers, cells, time_limit, compiled, device="cpu") -> dic
     every multiplier; the rows of one task train together."""
     out = {}
     tasks = dict.fromkeys(t for per in cells.values() for t, _ in per)
+    memory.cap(device)
     for task_name in tasks:
         rows = [(i, s, m) for i, per in cells.items() for t, s in per if t == task_name
                 for m in config.multipliers]  # fmt: skip
         task = registry.get(task_name)
-        memory.cap(device)
 
         def run(part, task=task):
             return evaluate(task, [scaled(optimizers[i], m) for i, _, m in part],
