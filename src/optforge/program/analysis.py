@@ -1,10 +1,11 @@
 """Abstract execution: what a program does, found without running it on data.
 
 - Types: every value is a ``tensor`` (the parameter's shape) or a ``scalar``; ``w g v1 v2`` are
-  tensors, ``lr`` and constants are scalars, reductions give scalars, and elementwise results
+  tensors, ``lr``, constants and the per-tensor inputs (``hidden aspect step``) are scalars,
+  reductions give scalars, matrix operations take and give tensors, and elementwise results
   are tensors if any argument is. All values share the parameter's floating dtype, so a shape
-  error is the only type error: a program whose update or returned states are scalars, or that
-  reads a name never assigned, is invalid.
+  error is the only type error: a program whose update or returned states are scalars, that
+  gives a matrix operation a scalar, or that reads a name never assigned, is invalid.
 - Redundancy, across steps: a statement is live only if its value reaches ``update``, directly
   or through a state that a live statement reads at the next step. A state written but never
   read (before being overwritten next step) is dead, and so is everything only it needs.
@@ -20,7 +21,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Literal
 
-from optforge.program.primitives import CONSTANTS, PRIMITIVES
+from optforge.program.primitives import LEAVES, PRIMITIVES
 from optforge.program.program import INPUTS, STATES, Program
 
 Type = Literal["tensor", "scalar"]
@@ -39,6 +40,7 @@ class Analysis:
     live_outputs: tuple[bool, bool, bool]  # which of (update, v1, v2) matter
     structural_hash: str
     arg_types: tuple[tuple[Type, ...], ...] = field(repr=False, default=())
+    shaped: bool = False  # live statements use a matrix operation or a per-tensor input
 
     @property
     def valid(self) -> bool:
@@ -58,6 +60,12 @@ def analyze(program: Program) -> Analysis:
                         (False, False, False), "", tuple(arg_types))  # fmt: skip
     live, reads, live_outputs = _liveness(program)
     redundant = frozenset(range(len(program))) - live
+    shaped = any(
+        PRIMITIVES[s.op].kind == "matrix"
+        or any(isinstance(a, str) and a in LEAVES and LEAVES[a].kind == "input" for a in s.args)
+        for i, s in enumerate(program.statements)
+        if i in live
+    )
     return Analysis(
         errors=(),
         types=tuple(types),
@@ -66,6 +74,7 @@ def analyze(program: Program) -> Analysis:
         live_outputs=live_outputs,
         structural_hash=_structural_hash(program, live_outputs),
         arg_types=tuple(arg_types),
+        shaped=shaped,
     )
 
 
@@ -77,7 +86,7 @@ def _infer_types(program: Program) -> tuple[list[str], list[Type], list[tuple[Ty
     for i, s in enumerate(program.statements):
         args: list[Type] = []
         for a in s.args:
-            if isinstance(a, float) or a in CONSTANTS:
+            if isinstance(a, float) or a in LEAVES:
                 args.append("scalar")
             elif a in env:
                 args.append(env[a])
@@ -85,6 +94,11 @@ def _infer_types(program: Program) -> tuple[list[str], list[Type], list[tuple[Ty
                 errors.append(f"statement {i + 1} ({s.source()}): {a!r} is not defined")
                 args.append("tensor")
         kind = PRIMITIVES[s.op].kind
+        if kind == "matrix" and "scalar" in args:
+            errors.append(
+                f"statement {i + 1} ({s.source()}): {s.op} acts on each tensor's matrix, "
+                f"not on the scalar {s.args[args.index('scalar')]!r}"
+            )
         if kind == "reduce":
             out: Type = "scalar"
         else:  # elementwise and global results broadcast over their arguments
@@ -122,7 +136,7 @@ def _backward(program: Program, slots: set[int]) -> tuple[frozenset[int], set[st
         if s.target in want:
             want.discard(s.target)
             live.add(i)
-            want.update(a for a in s.args if isinstance(a, str) and a not in CONSTANTS)
+            want.update(a for a in s.args if isinstance(a, str) and a not in LEAVES)
     return frozenset(live), {s for s in STATES if s in want}
 
 

@@ -1,7 +1,8 @@
 """Run a program on tensors.
 
 A program runs on flat vectors: ``w g v1 v2`` hold one parameter tensor, or all of an
-optimizer's parameter tensors concatenated, with ``Segments`` saying where each tensor starts.
+optimizer's parameter tensors concatenated, with ``Segments`` (layout.py) saying where each
+tensor starts, its matrix view and its per-tensor inputs (``hidden``, ``aspect``).
 Either way every statement is one torch call over all elements (``run_foreach`` concatenates a
 list of tensors, runs once and splits the results), never a Python loop over tensors.
 
@@ -19,41 +20,9 @@ import torch
 from torch import Tensor
 
 from optforge.program.analysis import analyze
-from optforge.program.primitives import CONSTANT_VALUES, PRIMITIVES, ScalarSegments
+from optforge.program.layout import ScalarSegments, Segments
+from optforge.program.primitives import CONSTANT_VALUES, LEAVES, PRIMITIVES, SEGMENTED
 from optforge.program.program import Program, ProgramError
-
-
-class Segments:
-    """The layout of a flat vector made of several parameter tensors, for reductions."""
-
-    def __init__(self, lengths: Sequence[int], device: torch.device | str = "cpu"):
-        self.lengths = [int(n) for n in lengths]
-        self.count = len(self.lengths)
-        self.total_length = sum(self.lengths)
-        self._lengths_t = torch.tensor(self.lengths, device=device)
-
-    def sum(self, x: Tensor) -> Tensor:
-        """Per-segment sums of a flat tensor: shape [count]."""
-        if self.count == 1:
-            return x.sum().reshape(1)
-        return torch.segment_reduce(x, "sum", lengths=self._lengths_t)
-
-    def mean(self, x: Tensor) -> Tensor:
-        return self.sum(x) / self._lengths_t.to(x.dtype)
-
-    def total(self, x: Tensor) -> Tensor:
-        return x.sum()
-
-    def expand(self, x: Tensor) -> Tensor:
-        """A per-segment scalar [count] spread over the flat layout [total_length]; a single
-        value stays 0-dim (it broadcasts)."""
-        if x.dim() == 0 or x.numel() == 1:
-            return x.reshape(())
-        return torch.repeat_interleave(x, self._lengths_t, output_size=self.total_length)
-
-    def full(self, x: Tensor) -> Tensor:
-        """A scalar as a full-length tensor, for reductions that mix scalars and tensors."""
-        return self.expand(x).expand(self.total_length)
 
 
 Kernel = Callable[..., tuple]
@@ -61,8 +30,8 @@ Kernel = Callable[..., tuple]
 
 @functools.lru_cache(maxsize=4096)
 def compile_program(program: Program) -> Kernel:
-    """The program as one straight-line Python function ``f(w, g, v1, v2, lr, consts, seg,
-    scalar_seg) -> returns``, generated once per program: a step then costs its torch calls
+    """The program as one straight-line Python function ``f(w, g, v1, v2, lr, step, consts,
+    seg, scalar_seg, dtype) -> returns``, generated once per program: a step then costs its torch calls
     and little else (an interpreter loop cost ~3x more per statement on small tensors).
     Redundant statements (analysis.py) are left out, so dead states need no memory.
 
@@ -79,6 +48,8 @@ def compile_program(program: Program) -> Kernel:
         return names.setdefault(name, f"r{len(names)}")
 
     def arg(a) -> str:
+        if isinstance(a, str) and a in LEAVES and a not in CONSTANT_VALUES:
+            return PRIMITIVES[a].code  # a per-tensor input, read from seg (or step)
         if isinstance(a, str) and a not in CONSTANT_VALUES:
             return var(a)
         literals.append(CONSTANT_VALUES[a] if isinstance(a, str) else float(a))
@@ -94,7 +65,7 @@ def compile_program(program: Program) -> Kernel:
             continue
         prim = PRIMITIVES[s.op]
         fn = prims.setdefault(s.op, f"p{len(prims)}")
-        takes_segments = prim.kind in ("reduce", "global")
+        takes_segments = prim.kind in SEGMENTED
         tensor_args = "tensor" in arg_types
         spread = "seg.full" if takes_segments else "seg.expand"
         # scalars that meet tensors are expanded; reductions of scalars reduce nothing
@@ -115,7 +86,7 @@ def compile_program(program: Program) -> Kernel:
     outputs = [names[n] if live and n in names else "None"
                for n, live in zip(program.returns, analysis.live_outputs, strict=True)]  # fmt: skip
     source = "\n".join([
-        f"def kernel({', '.join(inputs)}, consts, seg, scalar_seg):",
+        f"def kernel({', '.join(inputs)}, step, consts, seg, scalar_seg, dtype):",
         *body,
         f"    return ({', '.join(outputs)},)",
     ])  # fmt: skip
@@ -145,17 +116,22 @@ def run(
     lr: float | Tensor,
     *,
     segments: Segments | None = None,
+    step: float | Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """One step on flat tensors of equal shape: returns ``(update, new_v1, new_v2)``.
+    """One step on tensors of equal shape: returns ``(update, new_v1, new_v2)``.
 
     ``v1``/``v2`` may be None when the program does not read them (then the matching output is
-    None unless the program writes it from other values). ``segments`` gives the lengths of the
-    parameter tensors concatenated in ``w`` (default: one tensor).
+    None unless the program writes it from other values). ``segments`` gives the layout of the
+    parameter tensors concatenated in ``w`` (default: ``w`` is one tensor, its matrix view from
+    its shape). ``step`` (1 at the first step; one value, or one per tensor) is needed only by
+    programs that read it.
     """
     dtype = compute_dtype(w.dtype)
-    seg = segments or Segments([w.numel()], w.device)
+    seg = segments or Segments([tuple(w.shape)], w.device)
     lr = torch.as_tensor(lr, dtype=dtype, device=w.device)
-    return prepare(program, dtype, w.device)(w, g, v1, v2, lr, seg)
+    if step is not None:
+        step = torch.as_tensor(step, dtype=dtype, device=w.device)
+    return prepare(program, dtype, w.device)(w, g, v1, v2, lr, seg, step)
 
 
 class Prepared:
@@ -165,25 +141,36 @@ class Prepared:
 
     def __init__(self, program: Program, dtype: torch.dtype, device: torch.device):
         self.kernel = compile_program(program)
-        self.reads = analyze(program).reads
+        analysis = analyze(program)
+        self.reads = analysis.reads
+        self.reads_step = any("step" in s.args for i, s in enumerate(program.statements)
+                              if i not in analysis.redundant)  # fmt: skip
         self.dtype = dtype
         self.consts = _constants(self.kernel.literals, dtype, device)
 
-    def __call__(self, w, g, v1, v2, lr: Tensor, seg: Segments):
+    def __call__(self, w, g, v1, v2, lr: Tensor, seg: Segments, step: Tensor | None = None):
         given = {"w": w, "g": g, "v1": v1, "v2": v2}
         missing = sorted(n for n in self.reads if given.get(n, 0) is None)
         if missing:
             raise ProgramError(f"the program reads {missing} but none was given")
+        self._check_step(step)
         inputs = [None if v is None else _flat(v, self.dtype) for v in given.values()]
-        outputs = self.kernel(*inputs, lr, self.consts, seg, ScalarSegments)
+        outputs = self.kernel(*inputs, lr, step, self.consts, seg, ScalarSegments, self.dtype)
         return tuple(_full(value, seg, w.shape) for value in outputs)
 
-    def flat(self, w, g, v1, v2, lr: Tensor, seg: Segments):
+    def flat(self, w, g, v1, v2, lr: Tensor, seg: Segments, step: Tensor | None = None):
         """The hot path: 1-D inputs of the compute dtype, with every state the program reads
         given; outputs are 1-D (scalars expanded) or None."""
-        outputs = self.kernel(w, g, v1, v2, lr, self.consts, seg, ScalarSegments)
+        self._check_step(step)
+        outputs = self.kernel(w, g, v1, v2, lr, step, self.consts, seg, ScalarSegments,
+                              self.dtype)  # fmt: skip
         return [v.expand(seg.total_length) if v is not None and v.dim() == 0 else v
                 for v in outputs]  # fmt: skip
+
+
+    def _check_step(self, step: Tensor | None) -> None:
+        if step is None and self.reads_step:
+            raise ProgramError("the program reads 'step' but no step count was given")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -212,14 +199,20 @@ def run_foreach(
     v1s: Sequence[Tensor] | None,
     v2s: Sequence[Tensor] | None,
     lr: float | Tensor,
+    *,
+    hidden: Sequence[bool] | None = None,
+    step: float | Tensor | None = None,
+    segments: Segments | None = None,
 ) -> tuple[list[Tensor], list[Tensor] | None, list[Tensor] | None]:
     """One step over lists of parameter tensors (each a segment): concatenate, run once,
-    split. Reductions (``norm``, ``dot``, ...) stay per tensor, ``global_norm`` spans all."""
+    split. Reductions (``norm``, ``dot``, ...) and matrix operations stay per tensor,
+    ``global_norm`` spans all. ``hidden``: which tensors are hidden matrices (default:
+    layout.py's rule); ``segments``: a layout made before, reused (it must match ``ws``)."""
     if not ws:
         return [], [], []
-    seg = Segments([w.numel() for w in ws], ws[0].device)
+    seg = segments or Segments([tuple(w.shape) for w in ws], ws[0].device, hidden=hidden)
     flat = [_cat(ts) if ts is not None else None for ts in (ws, gs, v1s, v2s)]
-    outs = run(program, *flat, lr, segments=seg)
+    outs = run(program, *flat, lr, segments=seg, step=step)
     shapes = [w.shape for w in ws]
     return tuple(
         None

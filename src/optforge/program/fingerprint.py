@@ -13,6 +13,13 @@ into the other (``inf * 0`` is NaN). The inputs:
 - random initial states, so behaviour at the all-zero start does not decide equivalence;
 - fresh weights each step rather than ``w - update`` fed back: feeding back lets cancellation
   blow rounding-level differences between equivalent programs up into different fingerprints.
+
+Programs whose live statements use a matrix operation or a per-tensor input (``hidden``,
+``aspect``, ``step``) are fingerprinted on other inputs, in their own domain: four tensors
+whose matrix views are a row, a wide and a tall rectangle (so ``orthogonalize(x)`` never
+looks like ``x / norm(x)``, and rows differ from columns) and a 3-D tensor, with ``hidden``
+set on one matrix of each orientation only. Every other program keeps the fingerprint it had
+before these existed, so journals written then still resume with a valid cache.
 """
 
 from __future__ import annotations
@@ -24,11 +31,14 @@ import numpy as np
 import torch
 
 from optforge.program.analysis import analyze
-from optforge.program.execute import Segments, run
+from optforge.program.execute import run
+from optforge.program.layout import Segments
 from optforge.program.program import Program, ProgramError
 
 STEPS = 3
 LENGTHS = (97, 159)
+SHAPES = ((13,), (6, 16), (16, 6), (4, 3, 5))  # the shaped domain's tensors
+HIDDEN = (False, True, True, False)
 LRS = (1.0, 0.7, 0.4)
 MANTISSA_BITS = 30
 
@@ -37,9 +47,8 @@ SEED = 20230213  # the paper's arXiv date
 
 
 @functools.cache
-def _inputs(seed: int = SEED, steps: int = STEPS) -> dict[str, torch.Tensor]:
+def _inputs(seed: int = SEED, steps: int = STEPS, n: int = sum(LENGTHS)) -> dict:
     gen = torch.Generator().manual_seed(seed)
-    n = sum(LENGTHS)
 
     def log_uniform(shape, low, high):
         return 10.0 ** (low + (high - low) * torch.rand(shape, generator=gen, dtype=torch.float64))
@@ -73,16 +82,20 @@ def behaviour(program: Program, seed: int = SEED, steps: int = STEPS) -> tuple[s
     analysis = analyze(program)
     if not analysis.valid:
         raise ProgramError("cannot fingerprint an invalid program: " + "; ".join(analysis.errors))
-    x = _inputs(seed, steps)
     lrs = [LRS[t % len(LRS)] for t in range(steps)]
-    seg = Segments(LENGTHS)
-    v1, v2 = x["v1"].clone(), x["v2"].clone()
     digest = hashlib.sha256()
+    if analysis.shaped:
+        seg = Segments(SHAPES, hidden=HIDDEN)
+        digest.update(b"shaped")
+    else:
+        seg = Segments(LENGTHS)
+    x = _inputs(seed, steps, seg.total_length)
+    v1, v2 = x["v1"].clone(), x["v2"].clone()
     finite = True
     with np.errstate(all="ignore"):
         for t in range(steps):
             w, g = x["w"][t], x["g"][t]
-            update, new_v1, new_v2 = run(program, w, g, v1, v2, lrs[t], segments=seg)
+            update, new_v1, new_v2 = run(program, w, g, v1, v2, lrs[t], segments=seg, step=t + 1)
             digest.update(_rounded(update.numpy()))
             finite = finite and bool(torch.isfinite(update).all())
             v1 = new_v1 if new_v1 is not None else v1

@@ -7,11 +7,16 @@ its domain (where it produces NaN or inf). The shape rules are:
   is a tensor, else a scalar);
 - ``reduce``: the result is one scalar per parameter tensor (``global_norm``: one for all);
 - ``global``: tensor-shaped, but computed from all parameter tensors together;
-- ``constant``: no arguments, a fixed scalar (``pi``, ``e``, ``eps``), written without a call.
+- ``matrix``: tensor-shaped, computed per parameter tensor on its matrix view
+  (``layout.py``: ``orthogonalize``, row and column statistics); its arguments must be tensors;
+- ``constant``: no arguments, a fixed scalar (``pi``, ``e``, ``eps``), written without a call;
+- ``input``: no arguments, a scalar per parameter tensor that the caller supplies (``hidden``,
+  ``aspect``) or the step count (``step``), written without a call.
 
 Values reach the torch implementations as tensors. A "scalar" is either a 0-dim tensor or, when
 a program runs over several parameter tensors at once (``execute.Segments``), one value per
-parameter tensor; reductions receive the segment layout to reduce within each tensor.
+parameter tensor; reductions and matrix operations receive the segment layout
+(``layout.Segments``) to act within each tensor.
 """
 
 from __future__ import annotations
@@ -25,14 +30,17 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-Kind = Literal["elementwise", "reduce", "global", "constant"]
+from optforge.program.layout import NS_EPS, ScalarSegments
+
+Kind = Literal["elementwise", "reduce", "global", "matrix", "constant", "input"]
+SEGMENTED = ("reduce", "global", "matrix")  # kinds whose code reads the layout ``seg``
 EPS = 1e-8
 
 
 @dataclass(frozen=True)
 class Primitive:
     """One operation. ``code`` is a torch expression over the argument names ``params``
-    (and ``seg`` for reductions); it is both what runs (compiled once at import, from this
+    (and ``seg`` for reductions and matrix operations); it is both what runs (compiled once at import, from this
     module's own constant strings) and what ``optforge export`` writes into standalone
     modules, so the two cannot drift apart."""
 
@@ -50,24 +58,10 @@ class Primitive:
 
     @functools.cached_property
     def fn(self) -> Callable[..., Tensor]:
-        """The implementation; reductions and globals take the segment layout first."""
-        names = ("seg", *self.params) if self.kind in ("reduce", "global") else self.params
+        """The implementation; reductions, globals and matrix operations take the segment
+        layout first."""
+        names = ("seg", *self.params) if self.kind in SEGMENTED else self.params
         return eval(f"lambda {', '.join(names)}: {self.code}", {"torch": torch})  # noqa: S307
-
-
-class ScalarSegments:
-    """The segment layout for reductions of scalars: each scalar is one value, so its sum is
-    itself (``norm(s) = |s|``, ``dot(s, t) = s*t``) and the total adds all segments."""
-
-    @staticmethod
-    def sum(x: Tensor) -> Tensor:
-        return x
-
-    mean = sum
-
-    @staticmethod
-    def total(x: Tensor) -> Tensor:
-        return x.sum()
 
 
 def _op(name, params, code, domain="defined everywhere", kind="elementwise", **kw) -> Primitive:
@@ -143,9 +137,33 @@ PRIMITIVES: dict[str, Primitive] = {
         _op("pi", "", repr(math.pi), kind="constant"),
         _op("e", "", repr(math.e), kind="constant"),
         _op("eps", "", repr(EPS), f"defined everywhere ({EPS:g})", kind="constant"),
+        # matrix operations: per tensor, on its matrix view (2-D as is, >=3-D as
+        # (shape[0], rest), 1-D as a 1 x n row); tensor arguments only
+        _op("orthogonalize", _X, "seg.orthogonalize(x)",
+            f"defined everywhere (Muon's Newton-Schulz on x / max(|x|_F, {NS_EPS:g}); "
+            "a vector gives x / |x|, an all-zero tensor stays zero)", kind="matrix"),
+        _op("row_mean", _X, "seg.row_mean(x)", "defined everywhere (broadcast over the row)",
+            kind="matrix"),
+        _op("col_mean", _X, "seg.col_mean(x)", "defined everywhere (broadcast over the column)",
+            kind="matrix"),
+        _op("row_rms", _X, "torch.sqrt(seg.row_mean(x * x))",
+            "defined everywhere (broadcast over the row)", kind="matrix"),
+        _op("col_rms", _X, "torch.sqrt(seg.col_mean(x * x))",
+            "defined everywhere (broadcast over the column)", kind="matrix"),
+        # inputs, written as bare names: one value per parameter tensor
+        _op("hidden", "", "seg.input('hidden', dtype)",
+            "1 for a hidden weight matrix, 0 otherwise (set by the task or the optimizer)",
+            kind="input"),
+        _op("aspect", "", "seg.input('aspect', dtype)",
+            "Muon's shape factor sqrt(max(1, fan_out / fan_in)), 1 for vectors", kind="input"),
+        _op("step", "", "step", "the step count: 1 at the first step", kind="input"),
     ]
 }  # fmt: skip
 
 CONSTANTS = {name: p for name, p in PRIMITIVES.items() if p.kind == "constant"}
+INPUT_NAMES = tuple(name for name, p in PRIMITIVES.items() if p.kind == "input")
+LEAVES = {name: p for name, p in PRIMITIVES.items() if p.kind in ("constant", "input")}
+"""Bare names that are not variables: the constants and the per-tensor inputs."""
+MATRIX_OPS = tuple(name for name, p in PRIMITIVES.items() if p.kind == "matrix")
 CONSTANT_VALUES = {"pi": math.pi, "e": math.e, "eps": EPS}
 INFIX = {p.symbol: p.name for p in PRIMITIVES.values() if p.symbol and p.arity == 2}

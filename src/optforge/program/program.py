@@ -12,7 +12,8 @@ The text form is a strict subset of Python, read by a small hand-written tokeniz
         v1 = interp(g, v1, 0.99)
         return update, v1, v2
 
-Arguments are variable names, the named constants ``pi e eps``, or numeric literals.
+Arguments are variable names, the named constants ``pi e eps``, the per-tensor inputs
+``hidden aspect step`` (primitives.py), or numeric literals.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from optforge.program.primitives import CONSTANTS, INFIX, PRIMITIVES
+from optforge.program.primitives import INFIX, LEAVES, PRIMITIVES
 
 INPUTS = ("w", "g", "v1", "v2", "lr")
 STATES = ("v1", "v2")
@@ -62,10 +63,11 @@ class Statement:
             object.__setattr__(self, "op", "identity")
             object.__setattr__(self, "args", (-self.args[0],))
         _check_name(self.target, "target")
-        if self.target in CONSTANTS:
-            raise ProgramError(f"cannot assign to the constant {self.target!r}")
+        if self.target in LEAVES:
+            what = "constant" if LEAVES[self.target].kind == "constant" else "input"
+            raise ProgramError(f"cannot assign to the {what} {self.target!r}")
         prim = PRIMITIVES.get(self.op)
-        if prim is None or prim.kind == "constant":
+        if prim is None or self.op in LEAVES:
             raise ProgramError(f"unknown operation {self.op!r}")
         if len(self.args) != prim.arity:
             raise ProgramError(f"{self.op} takes {prim.arity} arguments, got {len(self.args)}")
@@ -165,7 +167,7 @@ def _check_name(name: Any, what: str) -> None:
         raise ProgramError(f"invalid {what} name {name!r}")
     if keyword.iskeyword(name) or name == "train":
         raise ProgramError(f"{what} name {name!r} is reserved")
-    if name in PRIMITIVES and name not in CONSTANTS:
+    if name in PRIMITIVES and name not in LEAVES:
         raise ProgramError(f"{what} name {name!r} is an operation")
 
 
@@ -318,7 +320,7 @@ def _parse_statement(line: _Line) -> Statement:
     target = _name(line)
     line.take("op", "=")
     first = line.peek()
-    if line.at("name") and first.text in PRIMITIVES and first.text not in CONSTANTS:
+    if line.at("name") and first.text in PRIMITIVES and first.text not in LEAVES:
         op_tok = line.take("name")
         line.take("op", "(")
         args = []
@@ -362,7 +364,7 @@ def _atom(line: _Line) -> Arg:
     if tok is None:
         raise line.error("expected a name or a number, found end of line")
     if tok.kind == "name":
-        if tok.text in PRIMITIVES and tok.text not in CONSTANTS:
+        if tok.text in PRIMITIVES and tok.text not in LEAVES:
             raise line.error(f"{tok.text!r} is an operation: call it in its own statement")
         return _name(line)
     sign = 1.0

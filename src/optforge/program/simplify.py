@@ -7,7 +7,8 @@ updates (tests check the fingerprint is unchanged):
 2. to a fixed point: copy propagation, constant folding, and algebraic rewrites
    (``x / sqrt(x*x)``, ``x / sqrt(square(x))``, ``x / abs(x)`` -> ``sign(x)``;
    ``sign(a*x)`` -> ``sign(x)`` for a constant ``a > 0``;
-   ``sign(sign(x))`` -> ``sign(x)``; ``interp(x, interp(x, y, a), b)`` -> ``interp(x, y, a*b)``
+   ``sign(sign(x))`` -> ``sign(x)``; ``orthogonalize(c*x)``, ``orthogonalize(x/c)`` ->
+   ``orthogonalize(x)`` for a constant ``c > 0`` (it divides by the norm first); ``interp(x, interp(x, y, a), b)`` -> ``interp(x, y, a*b)``
    (two EMAs of the same input are one EMA); ``interp(x, y, 0)`` -> ``x``,
    ``interp(x, y, 1)`` -> ``y``; ``--x`` -> ``x``; ``x*1``, ``x/1``, ``x+0``, ``x-0`` -> ``x``;
    ``x*-1`` -> ``-x``; ``0-x`` -> ``-x``; ``x*x`` -> ``square(x)``), and common
@@ -31,7 +32,8 @@ import math
 import torch
 
 from optforge.program.analysis import analyze
-from optforge.program.primitives import CONSTANT_VALUES, PRIMITIVES, ScalarSegments
+from optforge.program.layout import ScalarSegments
+from optforge.program.primitives import CONSTANT_VALUES, LEAVES, PRIMITIVES
 from optforge.program.program import INPUTS, MAX_LITERAL, STATES, Arg, Program, Statement
 
 _MAX_PASSES = 100
@@ -100,7 +102,7 @@ class _Graph:
         return self.defs.get(arg) if isinstance(arg, str) else None
 
     def _type(self, arg: Arg) -> str:
-        if isinstance(arg, float) or arg in CONSTANT_VALUES or arg == "lr":
+        if isinstance(arg, float) or arg in LEAVES or arg == "lr":
             return "scalar"
         if arg in INPUTS:
             return "tensor"
@@ -151,9 +153,24 @@ class _Graph:
             const, other = (a, b) if isinstance(a, float) else (b, a)
             if isinstance(const, float) and const > 0.0:
                 return ("sign", (other,))
+        if op == "orthogonalize" and dx and self._positive_multiple(dx) is not None:
+            return ("orthogonalize", (self._positive_multiple(dx),))
         if op == "interp":
             return self._rewrite_interp(*args)
         return (op, args)
+
+    @staticmethod
+    def _positive_multiple(d: tuple[str, tuple[Arg, ...]]) -> Arg | None:
+        """``x`` when ``d`` is ``c * x``, ``x * c`` or ``x / c`` for a literal ``c > 0``."""
+        op, args = d
+        if op == "mul":
+            a, b = args
+            const, other = (a, b) if isinstance(a, float) else (b, a)
+            if isinstance(const, float) and const > 0.0 and not isinstance(other, float):
+                return other
+        if op == "div" and isinstance(args[1], float) and args[1] > 0.0:
+            return args[0] if not isinstance(args[0], float) else None
+        return None
 
     def _rewrite_interp(self, x: Arg, y: Arg, a: Arg) -> tuple[str, tuple[Arg, ...]] | Arg:
         if a == 0.0:
@@ -276,6 +293,8 @@ def _follow(alias: dict[str, Arg], arg: Arg) -> Arg:
 def _fold(op: str, args: tuple[Arg, ...]) -> float | None:
     """The value of an operation on constants, when it is a finite literal."""
     if not all(isinstance(a, float) or a in CONSTANT_VALUES for a in args):
+        return None
+    if PRIMITIVES[op].kind == "matrix":
         return None
     values = [torch.tensor(a if isinstance(a, float) else CONSTANT_VALUES[a], dtype=torch.float64)
               for a in args]  # fmt: skip
