@@ -107,6 +107,14 @@ def add_search_commands(commands) -> None:
         help="no insertions beyond this many statements",
     )
     search.add_argument(
+        "--language",
+        choices=("elementwise", "matrix"),
+        default="matrix",
+        help="what mutations may write: the paper's elementwise language, or that plus "
+        "matrix operations (orthogonalize, row/column statistics) and per-tensor inputs "
+        "(hidden, aspect, step) (default: matrix)",
+    )
+    search.add_argument(
         "--time-limit",
         type=float,
         default=120.0,
@@ -247,7 +255,7 @@ def _config(args, console):
         population=args.population, tournament=args.tournament, batch=args.batch,
         workers=args.workers, runs=args.runs, restart_after=args.restart_after,
         rescore_after=args.rescore_after, time_limit=args.time_limit, compiled=args.compiled,
-        mutation=MutationConfig(max_length=args.max_length,
+        mutation=MutationConfig(max_length=args.max_length, language=args.language,
                                 constants_only=args.algorithm == "constants"),
         funnel=FunnelConfig(stages=stages, meta=meta, finalists=args.finalists,
                             meta_seeds=tuple(range(200, 200 + args.meta_seeds))), **warm,
@@ -265,6 +273,7 @@ CONFIGURED = {
     "batch": lambda c: c.batch, "workers": lambda c: c.workers, "runs": lambda c: c.runs,
     "restart_after": lambda c: c.restart_after, "rescore_after": lambda c: c.rescore_after,
     "warm_start": lambda c: c.warm_start, "max_length": lambda c: c.mutation.max_length,
+    "language": lambda c: c.mutation.language,
     "time_limit": lambda c: c.time_limit, "stages": lambda c: c.funnel.stages,
     "meta": lambda c: c.funnel.meta, "compiled": lambda c: c.compiled,
     "finalists": lambda c: c.funnel.finalists, "fitness": lambda c: c.fitness,

@@ -143,6 +143,74 @@ def addsign(beta: float = 0.9, alpha: float = 1.0, weight_decay: float = 0.0) ->
     )
 
 
+def _torch_adamw_body(beta1: float, beta2: float, eps: float, weight_decay: float,
+                      into: str = "u") -> list[str]:
+    """torch.optim.AdamW's direction from the moments ``v1``, ``v2`` (already updated):
+    bias-corrected by the step count, epsilon outside the square root, decoupled decay."""
+    return [
+        f"c1 = power({float(beta1)!r}, step)",
+        "c1 = invert(c1)",
+        "m = v1 / c1",
+        f"c2 = power({float(beta2)!r}, step)",
+        "c2 = invert(c2)",
+        "s = v2 / c2",
+        "s = sqrt(s)",
+        f"s = s + {float(eps)!r}",
+        f"{into} = m / s",
+        *_decay(weight_decay, into),
+    ]
+
+
+def torch_adamw(
+    beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0
+) -> Program:
+    """AdamW as ``torch.optim.AdamW`` runs it: bias correction (from the ``step`` input) and
+    epsilon, which the paper's form leaves out."""
+    return _program(
+        "g2 = square(g)",
+        f"v1 = interp(g, v1, {float(beta1)!r})",
+        f"v2 = interp(g2, v2, {float(beta2)!r})",
+        *_torch_adamw_body(beta1, beta2, eps, weight_decay),
+        "update = u * lr",
+        "return update, v1, v2",
+    )
+
+
+def muon(
+    momentum: float = 0.95,
+    nesterov: bool = True,
+    weight_decay: float = 0.1,
+    adam_lr_ratio: float = 0.1,
+    adam_betas: tuple[float, float] = (0.9, 0.999),
+    adam_eps: float = 1e-8,
+    adam_weight_decay: float = 0.0,
+) -> Program:
+    """Muon as users run it, in one program with two state slots. On hidden matrices
+    (``hidden`` = 1) it is ``torch.optim.Muon(lr=lr, momentum, nesterov, weight_decay)``:
+    momentum (an EMA, as torch keeps it), Nesterov's look-ahead, ``orthogonalize``, times the
+    shape factor ``aspect``. On every other tensor it is ``torch.optim.AdamW(lr=lr *
+    adam_lr_ratio, adam_betas, adam_eps, adam_weight_decay)``. ``v1`` is the momentum of both
+    (its decay is ``momentum`` or ``adam_betas[0]`` per tensor), ``v2`` AdamW's second moment.
+    Newton-Schulz runs in the compute dtype (fp32), where torch's Muon iterates in bf16."""
+    beta1, beta2 = adam_betas
+    look_ahead = [f"n = interp(g, v1, {float(momentum)!r})"] if nesterov else ["n = v1"]
+    return _program(
+        f"b = interp({float(beta1)!r}, {float(momentum)!r}, hidden)",
+        "v1 = interp(g, v1, b)",
+        "g2 = square(g)",
+        f"v2 = interp(g2, v2, {float(beta2)!r})",
+        *_torch_adamw_body(beta1, beta2, adam_eps, adam_weight_decay, into="a"),
+        f"a = a * {float(adam_lr_ratio)!r}",
+        *look_ahead,
+        "o = orthogonalize(n)",
+        "o = o * aspect",
+        *_decay(weight_decay, "o"),
+        "u = interp(a, o, hidden)",
+        "update = u * lr",
+        "return update, v1, v2",
+    )
+
+
 def paper_warm_start(eps: float | None = None) -> Program:
     """The paper's search starting point: AdamW without epsilon or bias correction, with
     weight decay 0.01 and its own lr scale 0.001. ``eps`` adds an epsilon: without it, a
@@ -174,4 +242,6 @@ PROGRAMS = {
     "powersign": powersign,
     "addsign": addsign,
     "warm_start": paper_warm_start,
+    "torch_adamw": torch_adamw,
+    "muon": muon,
 }

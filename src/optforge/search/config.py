@@ -98,6 +98,7 @@ class SearchConfig:
     def from_json(cls, text: str) -> SearchConfig:
         data: dict[str, Any] = json.loads(text)
         mutation = data.pop("mutation")
+        mutation.setdefault("language", "elementwise")  # journals from before the matrix language
         mutation["weights"] = tuple(mutation["weights"])
         funnel = {k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("funnel").items()}
         fitness = FitnessConfig(**data.pop("fitness", {}))  # journals before it: the default

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from optforge.program import parse
+from optforge.program import generate
 from optforge.program.generate import random_program
 from optforge.program.program import Program
 from optforge.search.cache import FitnessCache
@@ -169,7 +170,10 @@ class Search:
             run = (state["generated"] + i) % config.runs
             if config.algorithm == "random":
                 length = rng.randint(3, config.mutation.max_length)
-                children.append((run, None, "random", random_program(rng, length)))
+                language = config.mutation.language
+                program = random_program(rng, length, generate.operations(language),
+                                         inputs=generate.inputs(language))  # fmt: skip
+                children.append((run, None, "random", program))
             else:
                 parent = self._tournament(state["populations"][run], rng)
                 program, how = mutate(self._folded(parent), rng, config.mutation)

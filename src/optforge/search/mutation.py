@@ -1,5 +1,7 @@
 """Mutations: the only way the search moves (PAPER.md, "Mutations").
 
+The language (``MutationConfig.language``) says what an inserted statement may call and read:
+the paper's elementwise language, or that plus the matrix operations and per-tensor inputs.
 One of three, with equal weights by default: insert a random statement, delete a statement,
 modify one argument of a statement. A modified argument becomes another variable, a named
 constant or a new literal drawn from N(0, 1); an existing literal is instead multiplied by 2^a,
@@ -17,6 +19,7 @@ import random
 from dataclasses import dataclass
 
 from optforge.program.analysis import analyze
+from optforge.program import generate
 from optforge.program.generate import random_arg, random_statement
 from optforge.program.program import INPUTS, Program, Statement
 
@@ -32,8 +35,10 @@ class MutationConfig:
     max_length: int = 20
     constants_only: bool = False
     max_tries: int = 1000
+    language: str = "matrix"  # generate.LANGUAGES; journals from before it: "elementwise"
 
     def __post_init__(self) -> None:
+        generate.check_language(self.language)
         if len(self.weights) != 3 or any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
             raise ValueError(
                 f"mutation weights must be three non-negative numbers (insert, delete, modify) "
@@ -73,24 +78,26 @@ def _mutate_once(program, rng, config) -> tuple[Program | None, str]:
         weights[1] = 0.0
     kind = rng.choices(KINDS, weights=weights)[0]
     if kind == "insert":
-        return _insert(program, rng)
+        return _insert(program, rng, config.language)
     if kind == "delete":
         i = rng.randrange(len(program))
         statements = program.statements[:i] + program.statements[i + 1 :]
         return _with(program, statements), f"delete {i}: {program.statements[i].source()}"
-    return _modify(program, rng)
+    return _modify(program, rng, config.language)
 
 
-def _insert(program: Program, rng: random.Random) -> tuple[Program, str]:
+def _insert(program: Program, rng: random.Random, language: str) -> tuple[Program, str]:
     i = rng.randint(0, len(program))
     defined = _defined_before(program, i)
     target = rng.choice([*_targets(program), "update", "v1", "v2", _fresh(program)])
-    statement = random_statement(rng, defined, target)
+    statement = random_statement(
+        rng, defined, target, generate.operations(language), generate.inputs(language)
+    )
     statements = program.statements[:i] + (statement,) + program.statements[i:]
     return _with(program, statements), f"insert {i}: {statement.source()}"
 
 
-def _modify(program: Program, rng: random.Random) -> tuple[Program | None, str]:
+def _modify(program: Program, rng: random.Random, language: str) -> tuple[Program | None, str]:
     i = rng.randrange(len(program))
     old = program.statements[i]
     if not old.args:
@@ -100,7 +107,7 @@ def _modify(program: Program, rng: random.Random) -> tuple[Program | None, str]:
     if isinstance(arg, float) and rng.random() < 0.5:
         new_arg = _scaled(arg, rng)
     else:
-        new_arg = random_arg(rng, _defined_before(program, i))
+        new_arg = random_arg(rng, _defined_before(program, i), inputs=generate.inputs(language))
     if new_arg == arg:
         return None, ""
     new = Statement(old.target, old.op, old.args[:j] + (new_arg,) + old.args[j + 1 :])
