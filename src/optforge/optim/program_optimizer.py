@@ -33,9 +33,16 @@ class ProgramOptimizer(Optimizer):
         nonfinite: what to do when the update or new state holds NaN/inf: ``"raise"`` a
             :class:`NonFiniteUpdateError` or ``"skip"`` the step; in both cases parameters and
             state are left as they were, and ``skipped_steps`` counts the skipped ones.
+        hidden: the program's per-tensor input ``hidden`` for the tensors of a group: True
+            (hidden weight matrices, where Muon-like updates go), False, or None (default):
+            decided per tensor by shape, a matrix view with at least 2 rows and 2 columns.
+            The shape rule cannot tell embeddings and the output head from hidden layers;
+            :func:`hidden_groups` labels a model's parameters by the full rule.
 
-    State ``v1``/``v2`` (zeros at start) is allocated only for states the program reads.
-    The program is stored as source text in the param groups, so it survives ``state_dict``.
+    State ``v1``/``v2`` (zeros at start) is allocated only for states the program reads; the
+    step count (``state[p]["step"]``, the program's ``step`` input) is kept as torch.optim
+    keeps it. The program is stored as source text in the param groups, so it survives
+    ``state_dict``.
     """
 
     def __init__(
@@ -45,8 +52,9 @@ class ProgramOptimizer(Optimizer):
         lr: float | Tensor = 1.0,
         *,
         nonfinite: str = "raise",
+        hidden: bool | None = None,
     ) -> None:
-        defaults = dict(lr=lr, program=_source(program), nonfinite=nonfinite)
+        defaults = dict(lr=lr, program=_source(program), nonfinite=nonfinite, hidden=hidden)
         _check(defaults)
         super().__init__(params, defaults)
         self.skipped_steps = 0
@@ -64,6 +72,11 @@ class ProgramOptimizer(Optimizer):
                     f"dtype {p.dtype} and shape {tuple(p.shape)}"
                 )
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:  # checkpoints from before per-tensor inputs
+            group.setdefault("hidden", None)
+
     def program(self, group: int = 0) -> Program:
         return _parsed(self.param_groups[group]["program"])
 
@@ -80,9 +93,11 @@ class ProgramOptimizer(Optimizer):
             reads = analyze(program).reads
             states = {name: [self._state(p, name) for p in params] if name in reads else None
                       for name in ("v1", "v2")}  # fmt: skip
+            steps = [self._step(p) for p in params]
+            step = torch.stack(steps) + 1  # this step's count; stored once the step is taken
             update, v1, v2 = execute.run_foreach(
                 program, params, [p.grad for p in params], states["v1"], states["v2"],
-                float(group["lr"]),
+                float(group["lr"]), hidden=_hidden(group), step=step,
             )  # fmt: skip
             if not execute.finite(*[torch.cat([t.reshape(-1) for t in ts])
                                     for ts in (update, v1, v2) if ts]):  # fmt: skip
@@ -99,7 +114,14 @@ class ProgramOptimizer(Optimizer):
             for name, new in (("v1", v1), ("v2", v2)):
                 if name in reads:
                     torch._foreach_copy_(states[name], new)
+            torch._foreach_add_(steps, 1.0)
         return loss
+
+    def _step(self, p: Tensor) -> Tensor:
+        state = self.state[p]
+        if "step" not in state:
+            state["step"] = torch.tensor(0.0, dtype=torch.float32, device=p.device)
+        return state["step"]
 
     def _state(self, p: Tensor, name: str) -> Tensor:
         state = self.state[p]
@@ -121,8 +143,18 @@ def _source(program: Program | str) -> str:
     raise TypeError(f"program must be a Program or its source text, got {type(program).__name__}")
 
 
+def _hidden(group: dict[str, Any]) -> list[bool] | None:
+    """One flag per tensor of the group when it says, else None (the shape rule)."""
+    hidden = group.get("hidden")
+    if hidden is None:
+        return None
+    return [bool(hidden)] * sum(p.grad is not None for p in group["params"])
+
+
 def _check(group: dict[str, Any]) -> None:
     check_lr(group["lr"])
+    if group.get("hidden") not in (None, True, False):
+        raise ValueError(f"Invalid hidden: {group['hidden']!r} (must be True, False or None)")
     if group["nonfinite"] not in NONFINITE:
         raise ValueError(f"Invalid nonfinite: {group['nonfinite']!r} (must be one of {NONFINITE})")
     analysis = analyze(_parsed(group["program"]))
