@@ -24,16 +24,15 @@ from optforge.program.layout import ScalarSegments, Segments
 from optforge.program.primitives import CONSTANT_VALUES, LEAVES, PRIMITIVES, SEGMENTED
 from optforge.program.program import Program, ProgramError
 
-
 Kernel = Callable[..., tuple]
 
 
 @functools.lru_cache(maxsize=4096)
 def compile_program(program: Program) -> Kernel:
     """The program as one straight-line Python function ``f(w, g, v1, v2, lr, step, consts,
-    seg, scalar_seg, dtype) -> returns``, generated once per program: a step then costs its torch calls
-    and little else (an interpreter loop cost ~3x more per statement on small tensors).
-    Redundant statements (analysis.py) are left out, so dead states need no memory.
+    seg, scalar_seg, dtype) -> returns``, generated once per program: a step then costs its
+    torch calls and little else (an interpreter loop cost ~3x more per statement on small
+    tensors). Redundant statements (analysis.py) are left out, so dead states need no memory.
 
     The generated text holds no program text: variables become ``r0, r1, ...``, primitives
     ``p0, p1, ...`` and literals ``consts[i]``, all bound from validated values."""
@@ -166,7 +165,6 @@ class Prepared:
                               self.dtype)  # fmt: skip
         return [v.expand(seg.total_length) if v is not None and v.dim() == 0 else v
                 for v in outputs]  # fmt: skip
-
 
     def _check_step(self, step: Tensor | None) -> None:
         if step is None and self.reads_step:

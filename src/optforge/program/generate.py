@@ -12,8 +12,9 @@ LANGUAGES = ("elementwise", "matrix")
 """``elementwise``: the paper's language (elementwise maths, per-tensor and global
 reductions); ``matrix``: that plus the matrix operations and the per-tensor inputs."""
 
+_NOT_ELEMENTWISE = ("constant", "input", "matrix")
 OPERATIONS = tuple(n for n, p in PRIMITIVES.items()
-                   if p.kind not in ("constant", "input", "matrix") and n != "identity")  # fmt: skip
+                   if p.kind not in _NOT_ELEMENTWISE and n != "identity")  # fmt: skip
 MATRIX_OPERATIONS = OPERATIONS + tuple(n for n, p in PRIMITIVES.items() if p.kind == "matrix")
 INPUT_P = 0.06  # how often an argument is a per-tensor input, in the matrix language
 

@@ -143,8 +143,9 @@ def addsign(beta: float = 0.9, alpha: float = 1.0, weight_decay: float = 0.0) ->
     )
 
 
-def _torch_adamw_body(beta1: float, beta2: float, eps: float, weight_decay: float,
-                      into: str = "u") -> list[str]:
+def _torch_adamw_body(
+    beta1: float, beta2: float, eps: float, weight_decay: float, into: str = "u"
+) -> list[str]:
     """torch.optim.AdamW's direction from the moments ``v1``, ``v2`` (already updated):
     bias-corrected by the step count, epsilon outside the square root, decoupled decay."""
     return [

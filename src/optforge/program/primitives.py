@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from optforge.program.layout import NS_EPS, ScalarSegments
+from optforge.program.layout import NS_EPS
 
 Kind = Literal["elementwise", "reduce", "global", "matrix", "constant", "input"]
 SEGMENTED = ("reduce", "global", "matrix")  # kinds whose code reads the layout ``seg``
@@ -40,9 +40,9 @@ EPS = 1e-8
 @dataclass(frozen=True)
 class Primitive:
     """One operation. ``code`` is a torch expression over the argument names ``params``
-    (and ``seg`` for reductions and matrix operations); it is both what runs (compiled once at import, from this
-    module's own constant strings) and what ``optforge export`` writes into standalone
-    modules, so the two cannot drift apart."""
+    (and ``seg`` for reductions and matrix operations); it is both what runs (compiled once
+    at import, from this module's own constant strings) and what ``optforge export`` writes
+    into standalone modules, so the two cannot drift apart."""
 
     name: str
     params: tuple[str, ...]

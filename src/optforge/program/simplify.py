@@ -8,7 +8,8 @@ updates (tests check the fingerprint is unchanged):
    (``x / sqrt(x*x)``, ``x / sqrt(square(x))``, ``x / abs(x)`` -> ``sign(x)``;
    ``sign(a*x)`` -> ``sign(x)`` for a constant ``a > 0``;
    ``sign(sign(x))`` -> ``sign(x)``; ``orthogonalize(c*x)``, ``orthogonalize(x/c)`` ->
-   ``orthogonalize(x)`` for a constant ``c > 0`` (it divides by the norm first); ``interp(x, interp(x, y, a), b)`` -> ``interp(x, y, a*b)``
+   ``orthogonalize(x)`` for a constant ``c > 0`` (it divides by the norm first);
+   ``interp(x, interp(x, y, a), b)`` -> ``interp(x, y, a*b)``
    (two EMAs of the same input are one EMA); ``interp(x, y, 0)`` -> ``x``,
    ``interp(x, y, 1)`` -> ``y``; ``--x`` -> ``x``; ``x*1``, ``x/1``, ``x+0``, ``x-0`` -> ``x``;
    ``x*-1`` -> ``-x``; ``0-x`` -> ``-x``; ``x*x`` -> ``square(x)``), and common

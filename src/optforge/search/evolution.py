@@ -24,8 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from optforge.program import parse
-from optforge.program import generate
+from optforge.program import generate, parse
 from optforge.program.generate import random_program
 from optforge.program.program import Program
 from optforge.search.cache import FitnessCache

@@ -18,8 +18,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from optforge.program.analysis import analyze
 from optforge.program import generate
+from optforge.program.analysis import analyze
 from optforge.program.generate import random_arg, random_statement
 from optforge.program.program import INPUTS, Program, Statement
 
