@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from optforge.program.execute import Segments
-from optforge.program.primitives import PRIMITIVES, ScalarSegments
+from optforge.program.layout import ScalarSegments
+from optforge.program.primitives import PRIMITIVES
 
 RNG = np.random.default_rng(0)
 N = 257
@@ -119,7 +120,8 @@ def test_the_table_has_the_papers_set_and_more():
     assert set(paper) <= set(PRIMITIVES)
     assert len(PRIMITIVES) >= 45
     for p in PRIMITIVES.values():
-        assert p.domain and p.kind in ("elementwise", "reduce", "global", "constant")
+        assert p.domain and p.kind in ("elementwise", "reduce", "global", "matrix", "constant",
+                                       "input")  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ELEMENTWISE)
