@@ -136,7 +136,16 @@ def test_muon_program_equals_a_float64_reimplementation():
         torch.testing.assert_close(p.detach(), w, rtol=1e-10, atol=1e-12)
 
 
+class _WithPositions(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pos = nn.Parameter(torch.zeros(5, 8))  # a free 2-D parameter: not a layer
+        self.fc = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 3)
+
+
 def test_hidden_rule_leaves_out_embeddings_the_head_and_vectors():
+    assert hidden_names(_WithPositions()) == {"fc.weight"}
     model = nn.Sequential(
         nn.Embedding(10, 8), nn.Conv1d(8, 6, 3), nn.Flatten(), nn.Linear(6, 12),
         nn.LayerNorm(12), nn.Linear(12, 10),

@@ -47,6 +47,47 @@ def test_batched_evaluation_equals_one_at_a_time(task):
         assert result.final_loss == pytest.approx(alone.final_loss, rel=1e-5)
 
 
+# matrix programs: Muon as users run it, a row-normalized momentum, and NorMuon-like scaling
+ROW_NORMALIZED = with_step_size(parse(
+    "def train(w, g, v1, v2, lr):\n    v1 = interp(g, v1, 0.9)\n    r = row_rms(v1)\n"
+    "    r = r + eps\n    u = v1 / r\n    c = col_mean(u)\n    u = u - c\n"
+    "    update = u * lr\n    return update, v1, v2"), 0.01)  # fmt: skip
+
+
+def matrix_programs():
+    from optforge.program import library
+
+    muon = with_step_size(library.muon(weight_decay=0.0, adam_lr_ratio=0.2), 0.02)
+    return [muon, ROW_NORMALIZED, baseline_program("adamw", 1e-2), muon,
+            with_step_size(library.muon(nesterov=False), 0.01), ROW_NORMALIZED]  # fmt: skip
+
+
+@pytest.mark.parametrize("task", [MLP_TASK, LM_TASK], ids=lambda t: t.name)
+def test_batched_matrix_programs_equal_one_at_a_time(task):
+    """Orthogonalization batches every candidate's matrices of one shape together; a row's
+    result must still be its own alone."""
+    progs, seeds = matrix_programs(), [0, 1, 1, 2, 3, 0]
+    together = evaluate(task, progs, seeds)
+    for program, seed, result in zip(progs, seeds, together, strict=True):
+        (alone,) = evaluate(task, [program], [seed])
+        assert not result.failed, result.reason
+        assert result.fitness == pytest.approx(alone.fitness, abs=1e-6)
+        assert result.final_loss == pytest.approx(alone.final_loss, rel=1e-5)
+
+
+def test_the_tasks_label_hidden_matrices_and_their_shape_factor():
+    model = LM_TASK.model()
+    seg = model.layout(2)
+    hidden = {s.name for s, h in zip(model.specs, seg.hidden, strict=False) if h}
+    assert hidden == {s.name for s in model.specs
+                      if s.name.split(".")[-2:-1][0:1] in (["qkv"], ["out"], ["fc1"], ["fc2"])
+                      and s.name.endswith(".w")}  # fmt: skip
+    assert seg.hidden == seg.hidden[: len(model.specs)] * 2  # every copy labelled alike
+    for spec, aspect in zip(model.specs, seg.aspect, strict=False):
+        fan_in, fan_out = (spec.shape + (1,))[:2] if len(spec.shape) == 2 else (1, 1)
+        assert aspect == pytest.approx(max(1.0, fan_out / fan_in) ** 0.5)  # stored [in, out]
+
+
 def test_a_state_copied_from_the_weights_holds_them_before_the_update():
     """Reference: the program's outputs are computed from the step's inputs, then applied."""
     w0 = torch.randn(3, 4)

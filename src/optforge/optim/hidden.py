@@ -5,10 +5,11 @@ and norms go to AdamW. A program says the same with ``interp(adam_update, muon_u
 hidden)``, so something must label the tensors. The rule here, used for ``optforge search
 --task module:factory`` and offered to ``ProgramOptimizer`` users:
 
-- a parameter with at least 2 dimensions whose matrix view (``shape[0]`` x the rest) has at
-  least 2 rows and 2 columns is hidden,
-- except the weights of ``nn.Embedding`` / ``nn.EmbeddingBag`` modules, and the output head:
-  the last ``nn.Linear`` registered in the model (and any parameter tied to either).
+- the weight of an ``nn.Linear`` or ``nn.Conv1d/2d/3d`` whose matrix view (``shape[0]`` x
+  the rest) has at least 2 rows and 2 columns is hidden,
+- except the output head: the last ``nn.Linear`` registered in the model, and any weight
+  tied to an ``nn.Embedding`` / ``nn.EmbeddingBag``;
+- nothing else is: embeddings, free parameters (positional embeddings, gains), biases, norms.
 
 Override it by building the groups yourself: ``[{"params": ..., "hidden": True}, ...]``.
 """
@@ -27,20 +28,20 @@ def is_matrix(p: Tensor) -> bool:
     return p.dim() >= 2 and rows > 1 and cols > 1
 
 
+_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
 def hidden_names(model: nn.Module) -> set[str]:
     """Names (as in ``model.named_parameters()``) of the hidden weight matrices."""
-    excluded: set[int] = set()
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    modules = list(model.modules())
+    excluded = {id(m.weight) for m in modules if isinstance(m, nn.Embedding | nn.EmbeddingBag)}
+    linears = [m for m in modules if isinstance(m, nn.Linear)]
     if linears:
         excluded.add(id(linears[-1].weight))
-    for module in model.modules():
-        if isinstance(module, nn.Embedding | nn.EmbeddingBag):
-            excluded.add(id(module.weight))
-    return {
-        name
-        for name, p in model.named_parameters(remove_duplicate=False)
-        if is_matrix(p) and id(p) not in excluded
-    } - {name for name, p in model.named_parameters(remove_duplicate=False) if id(p) in excluded}
+    layers = {id(m.weight) for m in modules if isinstance(m, _LAYERS)} - excluded
+    named = list(model.named_parameters(remove_duplicate=False))
+    tied_out = {n for n, p in named if id(p) in excluded}
+    return {n for n, p in named if id(p) in layers and is_matrix(p)} - tied_out
 
 
 def hidden_groups(model: nn.Module, **options: Any) -> list[dict[str, Any]]:

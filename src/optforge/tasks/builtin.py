@@ -77,8 +77,8 @@ class BuiltinUpdater:
         self.optimizer, self.rows, self.tensors = optimizer, rows, (theta, v1, v2)
         self.t = 0
 
-    def step(self, alive: list[bool], grad: Tensor, lr: Tensor) -> None:
-        self.t += 1
+    def step(self, alive: list[bool], grad: Tensor, lr: Tensor, step=None) -> None:
+        self.t += 1  # its own count (``step``, the programs' input, is the same number)
         rows = [r for r in self.rows if alive[r]]
         if not rows:
             return

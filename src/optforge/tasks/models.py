@@ -20,23 +20,45 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from optforge.program.layout import Segments, matrix_view
+
 
 @dataclass(frozen=True)
 class ParamSpec:
     name: str
     shape: tuple[int, ...]
     init: str  # "normal:<std>", "zeros", "ones"
+    hidden: bool = False  # a hidden weight matrix: the programs' per-tensor input ``hidden``
 
 
 class BatchedModel:
-    """A model for K copies: ``specs`` list its tensors, ``forward(views, x)`` runs them."""
+    """A model for K copies: ``specs`` list its tensors, ``forward(views, x)`` runs them.
+
+    Tensors are labelled for the programs' per-tensor inputs: ``hidden`` marks the weight
+    matrices inside the Transformer blocks (attention and MLP) and an MLP's hidden layer;
+    patch and token embeddings, positions, the head, biases and norms are not hidden.
+    ``fan_in_first``: weights are stored ``[in, out]`` (``x @ w``), the transpose of torch's
+    Linear, so Muon's shape factor ``aspect`` is ``sqrt(max(1, out / in))`` = cols over rows."""
 
     specs: list[ParamSpec]
     tokens: int = 1  # positions per input item (patches, characters): sizes forward passes
+    fan_in_first: bool = True
 
     @property
     def sizes(self) -> list[int]:
         return [math.prod(s.shape) for s in self.specs]
+
+    def layout(self, copies: int = 1, device: torch.device | str = "cpu") -> Segments:
+        """The flat layout of ``copies`` candidates' parameters, row after row: each tensor's
+        matrix view, whether it is hidden, and its shape factor."""
+        views = [matrix_view(s.shape) for s in self.specs]
+        if self.fan_in_first:
+            aspect = [math.sqrt(max(1.0, c / r)) if r > 1 else 1.0 for r, c in views]
+        else:
+            aspect = [math.sqrt(max(1.0, r / c)) if c else 1.0 for r, c in views]
+        return Segments([s.shape for s in self.specs] * copies, device,
+                        hidden=[s.hidden for s in self.specs] * copies,
+                        aspect=aspect * copies)  # fmt: skip
 
     @property
     def num_params(self) -> int:
@@ -91,14 +113,14 @@ def _block_specs(prefix: str, d: int, mlp: int) -> list[ParamSpec]:
     std = 0.02
     return [
         ParamSpec(f"{prefix}.ln1.g", (d,), "ones"), ParamSpec(f"{prefix}.ln1.b", (d,), "zeros"),
-        ParamSpec(f"{prefix}.qkv.w", (d, 3 * d), f"normal:{std}"),
+        ParamSpec(f"{prefix}.qkv.w", (d, 3 * d), f"normal:{std}", hidden=True),
         ParamSpec(f"{prefix}.qkv.b", (3 * d,), "zeros"),
-        ParamSpec(f"{prefix}.out.w", (d, d), f"normal:{std}"),
+        ParamSpec(f"{prefix}.out.w", (d, d), f"normal:{std}", hidden=True),
         ParamSpec(f"{prefix}.out.b", (d,), "zeros"),
         ParamSpec(f"{prefix}.ln2.g", (d,), "ones"), ParamSpec(f"{prefix}.ln2.b", (d,), "zeros"),
-        ParamSpec(f"{prefix}.fc1.w", (d, mlp), f"normal:{std}"),
+        ParamSpec(f"{prefix}.fc1.w", (d, mlp), f"normal:{std}", hidden=True),
         ParamSpec(f"{prefix}.fc1.b", (mlp,), "zeros"),
-        ParamSpec(f"{prefix}.fc2.w", (mlp, d), f"normal:{std}"),
+        ParamSpec(f"{prefix}.fc2.w", (mlp, d), f"normal:{std}", hidden=True),
         ParamSpec(f"{prefix}.fc2.b", (d,), "zeros"),
     ]  # fmt: skip
 
@@ -171,7 +193,7 @@ class MLP(BatchedModel):
     def __init__(self, inputs: int, hidden: int, classes: int = 10, pool: int = 1):
         self.pool = pool
         self.specs = [
-            ParamSpec("fc1.w", (inputs, hidden), f"normal:{1 / math.sqrt(inputs)}"),
+            ParamSpec("fc1.w", (inputs, hidden), f"normal:{1 / math.sqrt(inputs)}", hidden=True),
             ParamSpec("fc1.b", (hidden,), "zeros"),
             ParamSpec("fc2.w", (hidden, classes), f"normal:{1 / math.sqrt(hidden)}"),
             ParamSpec("fc2.b", (classes,), "zeros"),

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from optforge.program.execute import Segments, prepare
+from optforge.program.execute import prepare
+from optforge.program.layout import Segments
 from optforge.program.program import Program
 from optforge.tasks.builtin import Builtin, BuiltinUpdater
 
@@ -159,9 +160,11 @@ class Batch:
         self.updaters = [
             BuiltinUpdater(program, sorted(rows), self.theta, self.v1, self.v2)
             if isinstance(program, Builtin)
-            else _Updater(program, rows, self.model.sizes, self.theta, self.v1, self.v2)
+            else _Updater(program, rows, self.model, self.theta, self.v1, self.v2)
             for program, rows in _groups(programs)
         ]
+        self.t = 0  # steps taken: the programs' ``step`` input
+        self._reads_step = any(getattr(u, "reads_step", False) for u in self.updaters)
         self.data = task.batches(seeds, device)  # step t -> (x, y) on the device
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
@@ -177,8 +180,12 @@ class Batch:
     def update(self, grad: Tensor, living: list[bool], lr: float | Tensor) -> Tensor:
         """Each living candidate's program steps its rows; returns which rows stay finite."""
         lr_t = lr if isinstance(lr, Tensor) else torch.tensor(lr, device=self.theta.device)
+        self.t += 1
+        step = None
+        if self._reads_step:
+            step = torch.tensor(float(self.t), device=self.theta.device)
         for updater in self.updaters:
-            updater.step(living, grad, lr_t)
+            updater.step(living, grad, lr_t, step)
         # a non-finite update leaves theta non-finite; a non-finite state shows up in the next
         # update, so one check of theta per step covers both
         return _finite_rows(self.theta)
@@ -249,11 +256,14 @@ class _Updater:
     does not change between steps (kernel, row index, views, layout) is worked out once."""
 
     def __init__(self, program: Program, rows: list[int] | dict[int, float | None],
-                 sizes: list[int], theta, v1, v2):  # fmt: skip
-        """``rows``: the rows it steps, or {row: trailing scale of its update (None: none)}."""
+                 model, theta, v1, v2):  # fmt: skip
+        """``rows``: the rows it steps, or {row: trailing scale of its update (None: none)};
+        ``model``: a ``BatchedModel`` (its ``layout`` labels the tensors), or the sizes of a
+        row's 1-D tensors."""
         self.prepared = prepare(program, torch.float32, theta.device)
+        self.reads_step = self.prepared.reads_step
         self.all_factors = rows if isinstance(rows, dict) else dict.fromkeys(rows)
-        self.sizes, self.tensors = sizes, (theta, v1, v2)
+        self.model, self.tensors = model, (theta, v1, v2)
         self._use(sorted(self.all_factors))
 
     def _use(self, rows: list[int]) -> None:
@@ -273,9 +283,14 @@ class _Updater:
             slice(rows[0], rows[-1] + 1) if contiguous else torch.tensor(rows, device=device)
         )
         self.views = [t[self.index].view(-1) for t in self.tensors] if contiguous else None
-        self.segments = Segments(self.sizes * len(rows))
+        # one layout for all the rows: a matrix operation runs once per shape, every
+        # candidate's matrices of that shape in one batched matmul chain
+        if isinstance(self.model, list):
+            self.segments = Segments(self.model * len(rows), device)
+        else:
+            self.segments = self.model.layout(len(rows), device)
 
-    def step(self, alive: list[bool], grad: Tensor, lr: Tensor) -> None:
+    def step(self, alive: list[bool], grad: Tensor, lr: Tensor, step: Tensor | None = None):
         if not all(alive[r] for r in self.rows):
             self._use([r for r in self.rows if alive[r]])  # a candidate failed: drop its row
         if not self.rows:
@@ -285,7 +300,7 @@ class _Updater:
             w, s1, s2 = self.views
             update, new_v1, new_v2 = self.prepared.flat(
                 w, grad[i].view(-1), s1 if "v1" in reads else None,
-                s2 if "v2" in reads else None, lr, self.segments,
+                s2 if "v2" in reads else None, lr, self.segments, step,
             )  # fmt: skip
             # a new state that is another input (``v1 = w``, ``v1 = v2``) must keep its old
             # values through the writes below, as it would without views (ProgramOptimizer)
@@ -301,7 +316,7 @@ class _Updater:
         theta, v1, v2 = self.tensors
         update, new_v1, new_v2 = self.prepared(
             theta[i], grad[i], v1[i] if "v1" in reads else None,
-            v2[i] if "v2" in reads else None, lr, self.segments,
+            v2[i] if "v2" in reads else None, lr, self.segments, step,
         )  # fmt: skip
         theta[i] -= update if self.factors is None else update * self.factors
         for state, new in ((v1, new_v1), (v2, new_v2)):

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from optforge.optim.hidden import hidden_names
 from optforge.tasks.models import BatchedModel, ParamSpec
 
 SEED_STRIDE = 1_000_003  # as the registry's tasks: the data stream of seed s apart from its init
@@ -179,12 +180,16 @@ class ModuleTask:
 class ModuleModel(BatchedModel):
     """K copies of a user's module as one batched model (``torch.func``)."""
 
+    fan_in_first = False  # torch's own layouts: Linear [out, in], conv [out, in, ...]
+
     def __init__(self, factory: Callable[[], nn.Module]) -> None:
         self.factory = factory
         module = _build(factory, 0)
         self.module = module
         self.names = [n for n, _ in module.named_parameters()]
-        self.specs = [ParamSpec(n, tuple(p.shape), "module") for n, p in module.named_parameters()]
+        hidden = hidden_names(module)  # optim/hidden.py's rule: Linear/Conv weights, not the head
+        self.specs = [ParamSpec(n, tuple(p.shape), "module", hidden=n in hidden)
+                      for n, p in module.named_parameters()]  # fmt: skip
         self.buffers = {n: b.detach() for n, b in module.named_buffers()}
         if not self.specs:
             raise ValueError("the task's model has no parameters to train")
