@@ -32,6 +32,7 @@ class Throughput:
     batched: tuple[float, ...]  # s per evaluation within a batch of k, eager
     compiled: tuple[float, ...]  # the same through torch.compile, after compiling; () if off
     compile_s: float | None  # the first compiled batch's extra time
+    family: str = "adamw"  # the programs measured (distinct_programs)
 
     @property
     def single_s(self) -> float:
@@ -65,8 +66,20 @@ class Throughput:
         return min(ratios), max(ratios)
 
 
-def distinct_programs(k: int) -> list:
-    """AdamW with k slightly different step sizes: k programs that share no update run."""
+FAMILIES = ("adamw", "muon")
+
+
+def distinct_programs(k: int, family: str = "adamw") -> list:
+    """k programs of one family with slightly different step sizes, sharing no update run:
+    the paper's AdamW (elementwise), or ``library.muon`` (Muon on the hidden matrices, AdamW
+    on the rest: what the matrix operations cost)."""
+    if family == "muon":
+        from optforge.program import library
+        from optforge.tasks.registry import with_step_size
+
+        return [with_step_size(library.muon(), 0.02 * (1 + i / 1000)) for i in range(k)]
+    if family != "adamw":
+        raise ValueError(f"program family must be one of {FAMILIES}, got {family!r}")
     return [baseline_program("adamw", 3e-3 * (1 + i / 1000)) for i in range(k)]
 
 
@@ -90,11 +103,11 @@ def seconds_per_evaluation(task: Task, probe_steps: int = 40) -> tuple[float, bo
 
 
 def measure(task: Task, k: int = 32, rounds: int = 3, compiled: bool = True,
-            device: str = "cpu") -> Throughput:  # fmt: skip
-    """Throughput one at a time and in batches of ``k`` distinct programs (eager, and
-    compiled unless ``compiled`` is False), measured in ``rounds`` round-robin rounds so that
-    a slow spell of a shared machine hits all three measurements alike."""
-    programs = distinct_programs(k)
+            device: str = "cpu", family: str = "adamw") -> Throughput:  # fmt: skip
+    """Throughput one at a time and in batches of ``k`` distinct programs of ``family``
+    (eager, and compiled unless ``compiled`` is False), measured in ``rounds`` round-robin
+    rounds so that a slow spell of a shared machine hits all three measurements alike."""
+    programs = distinct_programs(k, family)
     seeds = list(range(k))
 
     def per_evaluation(n: int, **kw) -> float:
@@ -123,7 +136,7 @@ def measure(task: Task, k: int = 32, rounds: int = 3, compiled: bool = True,
             fast.append(per_evaluation(k, compiled=True))
     params = task.model().num_params
     return Throughput(task.name, task.tier, params, k, tuple(single), tuple(batched),
-                      tuple(fast), compile_s)  # fmt: skip
+                      tuple(fast), compile_s, family)  # fmt: skip
 
 
 class _MLPModule(torch.nn.Module):
