@@ -46,7 +46,7 @@ def _primitives(args: argparse.Namespace, console: Console) -> int:
     columns = ["name", "written", "arity", "shape rule", "torch", "domain"]
     rows = []
     for p in PRIMITIVES.values():
-        if p.kind == "constant":
+        if p.kind in ("constant", "input"):  # bare names, no call
             written = p.name
         elif p.symbol:
             written = f"-{p.params[0]}" if p.arity == 1 else f"x {p.symbol} y"
@@ -58,6 +58,15 @@ def _primitives(args: argparse.Namespace, console: Console) -> int:
     if args.markdown:  # names as written and torch code as code
         rows = [[f"`{c}`" if i in (1, 4) else c for i, c in enumerate(row)] for row in rows]
     print_table(console, f"{len(rows)} primitives", columns, rows, args.markdown, numeric=False)
+    if not args.markdown:
+        console.print(
+            "shape rules: elementwise broadcasts; reduce gives one scalar per tensor "
+            "(global_norm: one for all); global is computed from all tensors together; matrix "
+            "acts per tensor on its matrix view (2-D as is, >=3-D as (shape[0], rest), 1-D as "
+            "a 1 x n row), tensors only; constant and input are bare names, inputs giving one "
+            "value per tensor (docs/program-language.md)",
+            highlight=False,
+        )
     return 0
 
 
