@@ -19,7 +19,10 @@ Programs whose live statements use a matrix operation or a per-tensor input (``h
 whose matrix views are a row, a wide and a tall rectangle (so ``orthogonalize(x)`` never
 looks like ``x / norm(x)``, and rows differ from columns) and a 3-D tensor, with ``hidden``
 set on one matrix of each orientation only. Every other program keeps the fingerprint it had
-before these existed, so journals written then still resume with a valid cache.
+before these existed, so journals written then still resume with a valid cache. A shaped
+program that ``simplify`` turns into an elementwise one (``interp(g, orthogonalize(g), 0.0)``
+is ``g``) takes that one's fingerprint, when its own updates are finite: equivalent programs
+hash alike across the two domains, and simplification keeps every fingerprint.
 """
 
 from __future__ import annotations
@@ -34,7 +37,12 @@ from optforge.program.analysis import analyze
 from optforge.program.execute import run
 from optforge.program.layout import Segments
 from optforge.program.program import Program, ProgramError
+from optforge.program.simplify import simplify
 
+VERSION = 2
+"""1: elementwise programs only; 2: adds the shaped domain, and leaves version 1's
+fingerprints as they were (so a version-1 journal's cache is valid under version 2)."""
+COMPATIBLE = {1: 2, 2: 2}  # a journal's fingerprint version -> the newest that reads it
 STEPS = 3
 LENGTHS = (97, 159)
 SHAPES = ((13,), (6, 16), (16, 6), (4, 3, 5))  # the shaped domain's tensors
@@ -82,9 +90,19 @@ def behaviour(program: Program, seed: int = SEED, steps: int = STEPS) -> tuple[s
     analysis = analyze(program)
     if not analysis.valid:
         raise ProgramError("cannot fingerprint an invalid program: " + "; ".join(analysis.errors))
+    if not analysis.shaped:
+        return _behaviour(program, seed, steps, shaped=False)
+    digest, finite = _behaviour(program, seed, steps, shaped=True)
+    simple = simplify(program)
+    if finite and not analyze(simple).shaped:  # equivalent to an elementwise program
+        return _behaviour(simple, seed, steps, shaped=False)
+    return digest, finite
+
+
+def _behaviour(program: Program, seed: int, steps: int, shaped: bool) -> tuple[str, bool]:
     lrs = [LRS[t % len(LRS)] for t in range(steps)]
     digest = hashlib.sha256()
-    if analysis.shaped:
+    if shaped:
         seg = Segments(SHAPES, hidden=HIDDEN)
         digest.update(b"shaped")
     else:
