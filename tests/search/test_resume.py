@@ -11,10 +11,12 @@ from dataclasses import replace
 
 import pytest
 
+from optforge.program import library
 from optforge.search.config import SearchConfig
 from optforge.search.evolution import Search, open_journal
 from optforge.search.executors import InProcessExecutor
 from optforge.search.fitness import FitnessConfig
+from optforge.tasks.registry import with_step_size
 
 # workers=2: two jobs per generation, so a kill can land between them
 CONFIG = SearchConfig(task="digits-mlp-test", budget=64, batch=16, population=16, tournament=4,
@@ -86,8 +88,14 @@ FITNESS = FitnessConfig(("digits-mlp-test", "shakespeare-lm-test"), multipliers=
                         seeds=2, normalize=True, hurdle=0.2)  # fmt: skip
 
 
-@pytest.mark.parametrize("config", [CONFIG, replace(CONFIG, fitness=FITNESS, budget=48)],
-                         ids=["default fitness", "every fitness option"])  # fmt: skip
+# every candidate a matrix program: Muon on the hidden matrices, AdamW on the rest
+MUON = replace(CONFIG, budget=48,
+               warm_start=with_step_size(library.muon(), 0.02).source())  # fmt: skip
+
+
+@pytest.mark.parametrize("config", [CONFIG, replace(CONFIG, fitness=FITNESS, budget=48), MUON],
+                         ids=["default fitness", "every fitness option",
+                              "matrix language from Muon"])  # fmt: skip
 def test_kill_9_mid_generation_then_resume_matches_uninterrupted(tmp_path, config):
     CONFIG = config
     reference = tmp_path / "reference.db"

@@ -84,6 +84,13 @@ def add_bench_commands(commands) -> None:
     ev.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
                     help="where the candidates train")  # fmt: skip
     ev.add_argument(
+        "--programs",
+        default="adamw",
+        help="comma-separated program families to time: adamw (elementwise), muon "
+        "(library.muon: orthogonalize on the hidden matrices); with both, the table adds "
+        "each task's muon/adamw ratio",
+    )
+    ev.add_argument(
         "--adapter",
         metavar="TASK",
         help="instead: evaluations/s of an MLP task hand-batched vs through the torch.func "
@@ -105,6 +112,25 @@ def add_bench_commands(commands) -> None:
     prec.add_argument("--markdown", action="store_true", help="print a Markdown table")
     prec.add_argument("--out", metavar="PREFIX", help="also write PREFIX.json and PREFIX.png")
     prec.set_defaults(handler=_bench_precision)
+    redo = benches.add_parser(
+        "rediscover",
+        help="can the search reach a family it does not start in? (signum, Lion, Adam, Muon)",
+        description="Evolution from the warm start and random search, at the same budget, "
+        "scored by how closely a candidate's updates match a target optimizer's on fixed "
+        "random gradient streams; a run stops at its first solution (the simplified program "
+        "matches the target on held-out streams). Reports per target and algorithm the "
+        "solution rate over seeds, the median candidates to a solution and the median best "
+        "fitness.",
+    )
+    redo.add_argument("--targets", default="signum,lion,adam,muon",
+                      help="comma-separated (signum,lion,adam,muon)")  # fmt: skip
+    redo.add_argument("--algorithms", default="evolution,random",
+                      help="comma-separated (evolution,random)")  # fmt: skip
+    redo.add_argument("--seeds", type=positive_int, default=10, help="seeds 0..N-1 (10)")
+    redo.add_argument("--budget", type=int, default=1000, help="candidates per run (1000)")
+    redo.add_argument("--json", metavar="FILE", help="also write the runs as JSON")
+    redo.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    redo.set_defaults(handler=_bench_rediscover)
     add_fidelity_commands(benches)
 
 
@@ -193,21 +219,32 @@ def _bench_eval(args: argparse.Namespace, console: Console) -> int:
         return _adapter_eval(args, console)
     if args.profile:
         return _profile_eval(args, tiers, console)
+    from optforge.bench.evaluation import FAMILIES
+
+    families = [f.strip() for f in args.programs.split(",") if f.strip()]
+    if not families or any(f not in FAMILIES for f in families):
+        raise ValueError(f"--programs {args.programs!r}: use a comma list of {FAMILIES}")
     rows = []
     with console.status("measuring") as status:
         for task in TASKS.values():
-            if task.tier in tiers:
-                status.update(f"measuring {task.name}")
+            if task.tier not in tiers:
+                continue
+            batched = {}
+            for family in families:
+                status.update(f"measuring {task.name} ({family})")
                 m = measure(task, k=args.k, rounds=args.rounds, compiled=args.compiled,
-                            device=device)  # fmt: skip
+                            device=device, family=family)  # fmt: skip
                 low, high = m.speedup_range
-                rows.append([m.task, m.tier, f"{m.params:,}", f"{m.single_s:.2f}",
+                batched[family] = m.batched_evals_per_s
+                ratio = (f"{m.batched_evals_per_s / batched['adamw']:.2f}"
+                         if family != "adamw" and "adamw" in batched else "-")  # fmt: skip
+                rows.append([m.task, m.tier, family, f"{m.params:,}", f"{m.single_s:.2f}",
                              f"{m.single_evals_per_s:.2f}", f"{m.batched_evals_per_s:.2f}",
                              _maybe(m.compiled_evals_per_s, ".2f"), _maybe(m.compile_s, ".0f"),
-                             f"{m.speedup:.1f}x", f"{low:.1f}-{high:.1f}x"])  # fmt: skip
-    columns = ["task", "tier", "params", "s/eval single", "evals/s single",
+                             f"{m.speedup:.1f}x", f"{low:.1f}-{high:.1f}x", ratio])  # fmt: skip
+    columns = ["task", "tier", "programs", "params", "s/eval single", "evals/s single",
                f"evals/s batched (K={args.k})", "evals/s batched compiled", "compile s",
-               "best batched/single", "per round"]  # fmt: skip
+               "best batched/single", "per round", "batched vs adamw"]  # fmt: skip
     title = f"fitness evaluation throughput (medians of {args.rounds} rounds)"
     print_table(console, title, columns, rows, markdown=args.markdown)
     return 0
@@ -289,4 +326,46 @@ def _adapter_eval(args: argparse.Namespace, console: Console) -> int:
     title = f"{task.name}, K = {args.k}, {args.rounds} rounds (median, min-max)"
     print_table(console, title, ["model", "evals/s", "range", "vs hand-batched"], rows,
                 args.markdown)  # fmt: skip
+    return 0
+
+
+def _bench_rediscover(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from optforge.bench import rediscover
+
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    checks = (("--targets", targets, rediscover.TARGETS), ("--algorithms", algorithms,
+              rediscover.ALGORITHMS))  # fmt: skip
+    for flag, values, allowed in checks:
+        unknown = [v for v in values if v not in allowed]
+        if unknown or not values:
+            console.print(f"[red]{flag}: unknown {', '.join(unknown) or '(none given)'}; "
+                          f"choose from {', '.join(allowed)}[/red]", highlight=False)  # fmt: skip
+            return 2
+    if args.budget < 1:
+        console.print(f"[red]--budget: {args.budget} is not a budget; give at least 1 candidate"
+                      "[/red]", highlight=False)  # fmt: skip
+        return 2
+    seeds = list(range(args.seeds))
+    total = len(targets) * len(algorithms) * len(seeds)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("runs", total=total)
+
+        def progress(label: str, n: int, best: float) -> None:
+            bar.update(task, description=f"{label}: {n}/{args.budget} candidates, best {best:.4f}")
+
+        rows = rediscover.run(targets, algorithms, seeds, args.budget, progress=progress,
+                              done=lambda row: bar.advance(task))  # fmt: skip
+    title = (f"rediscovery from the warm start, budget {args.budget}, seeds 0-{seeds[-1]}, "
+             f"tolerance {rediscover.TOLERANCE:g}")  # fmt: skip
+    print_table(console, title, rediscover.COLUMNS, rediscover.table_rows(rows), args.markdown)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rediscover.to_json(rows), f, indent=1)
+        console.print(f"wrote {args.json}")
     return 0

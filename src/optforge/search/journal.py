@@ -1,7 +1,8 @@
 """The search journal: one SQLite file (WAL) that holds everything needed to resume.
 
 Tables:
-- ``meta``: the configuration (JSON) and the format version;
+- ``meta``: the configuration (JSON), the format version and the fingerprint version (the
+  cache is keyed by fingerprints: a journal is only resumed by code computing the same ones);
 - ``candidates``: every program the search made or scored (warm start, children, baselines,
   simplified finalists) with its parent, mutation, hashes, evaluation job, status and fitness;
 - ``results``: one row per (candidate, task, seed) training run, for the search task and every
@@ -27,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from optforge.program.analysis import analyze
-from optforge.program.fingerprint import behaviour
+from optforge.program.fingerprint import COMPATIBLE, behaviour
+from optforge.program.fingerprint import VERSION as FINGERPRINTS
 from optforge.program.program import Program
 
 VERSION = 1
@@ -137,6 +139,22 @@ class Journal:
         elif int(version) != VERSION:
             raise JournalError(
                 f"{self.path} has journal format {version}; this optforge reads format {VERSION}"
+            )
+        self._check_fingerprints()
+
+    def _check_fingerprints(self) -> None:
+        """Journals before fingerprint versions hold version 1's; a version this code cannot
+        reproduce is refused, never mixed into one cache."""
+        stored = self.get_meta("fingerprint")
+        if stored is None:
+            written_before = self.get_meta("config") is not None  # by an optforge before them
+            stored = "1" if written_before else str(FINGERPRINTS)
+            self.set_meta("fingerprint", stored)
+        if COMPATIBLE.get(int(stored)) != FINGERPRINTS:
+            raise JournalError(
+                f"{self.path} holds fingerprints of version {stored}; this optforge computes "
+                f"version {FINGERPRINTS}, so its fitness cache cannot be reused: resume "
+                f"it with the optforge that wrote it, or start a new journal"
             )
 
     def close(self) -> None:
