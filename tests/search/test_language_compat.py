@@ -11,8 +11,8 @@ import sqlite3
 import pytest
 
 from optforge.program import library
-from optforge.program.fingerprint import fingerprint
 from optforge.program.analysis import analyze
+from optforge.program.fingerprint import fingerprint
 from optforge.search.config import SearchConfig
 from optforge.search.evolution import open_journal
 from optforge.search.journal import Journal, JournalError
