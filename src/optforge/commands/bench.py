@@ -66,6 +66,7 @@ def add_bench_commands(commands) -> None:
 
     ev = benches.add_parser("eval", help="fitness evaluations per second, single and batched")
     ev.add_argument("--tiers", default="A,B,meta", help="comma-separated tiers (A,B,C,meta,test)")
+    ev.add_argument("--tasks", help="comma-separated task names (instead of --tiers)")
     ev.add_argument("--k", type=positive_int, default=32, help="candidates per batch")
     ev.add_argument("--no-compile", dest="compiled", action="store_false",
                     help="skip the torch.compile'd batched measurement")  # fmt: skip
@@ -220,14 +221,18 @@ def _bench_eval(args: argparse.Namespace, console: Console) -> int:
     if args.profile:
         return _profile_eval(args, tiers, console)
     from optforge.bench.evaluation import FAMILIES
+    from optforge.tasks import registry
 
+    names = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
+    for name in names:
+        registry.get(name)  # a clear error naming the known tasks
     families = [f.strip() for f in args.programs.split(",") if f.strip()]
     if not families or any(f not in FAMILIES for f in families):
         raise ValueError(f"--programs {args.programs!r}: use a comma list of {FAMILIES}")
     rows = []
     with console.status("measuring") as status:
         for task in TASKS.values():
-            if task.tier not in tiers:
+            if task.name not in names if names else task.tier not in tiers:
                 continue
             batched = {}
             for family in families:

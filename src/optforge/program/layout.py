@@ -157,7 +157,7 @@ class Segments:
         if min_cols in self._group_cache:
             return self._group_cache[min_cols]
         groups = {}
-        for offset, (rows, cols) in zip(self.offsets, self.views):
+        for offset, (rows, cols) in zip(self.offsets, self.views, strict=True):
             if rows > 1 and cols >= min_cols:
                 groups.setdefault((rows, cols), []).append(offset)
         out = []
