@@ -335,8 +335,6 @@ def _adapter_eval(args: argparse.Namespace, console: Console) -> int:
 
 
 def _bench_rediscover(args: argparse.Namespace, console: Console) -> int:
-    import json
-
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from optforge.bench import rediscover
@@ -364,13 +362,26 @@ def _bench_rediscover(args: argparse.Namespace, console: Console) -> int:
         def progress(label: str, n: int, best: float) -> None:
             bar.update(task, description=f"{label}: {n}/{args.budget} candidates, best {best:.4f}")
 
-        rows = rediscover.run(targets, algorithms, seeds, args.budget, progress=progress,
-                              done=lambda row: bar.advance(task))  # fmt: skip
+        finished: list = []
+
+        def done(row) -> None:  # --json is rewritten after every run: a long run keeps its rows
+            bar.advance(task)
+            finished.append(row)
+            if args.json:
+                _write_rows(args.json, rediscover.to_json(finished))
+
+        rows = rediscover.run(targets, algorithms, seeds, args.budget, progress, done)
     title = (f"rediscovery from the warm start, budget {args.budget}, seeds 0-{seeds[-1]}, "
              f"tolerance {rediscover.TOLERANCE:g}")  # fmt: skip
     print_table(console, title, rediscover.COLUMNS, rediscover.table_rows(rows), args.markdown)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rediscover.to_json(rows), f, indent=1)
+        _write_rows(args.json, rediscover.to_json(rows))
         console.print(f"wrote {args.json}")
     return 0
+
+
+def _write_rows(path: str, data: list) -> None:
+    import json
+
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
