@@ -75,6 +75,26 @@ def test_batched_matrix_programs_equal_one_at_a_time(task):
         assert result.final_loss == pytest.approx(alone.final_loss, rel=1e-5)
 
 
+def test_distinct_programs_share_one_newton_schulz_chain_per_shape(monkeypatch):
+    """K candidates with K different programs: each training step orthogonalizes all their
+    matrices of one shape in one batched call, not one call per candidate."""
+    from optforge.program import layout, library
+    from optforge.tasks.train import Batch
+
+    calls = []
+    original = layout.newton_schulz
+    monkeypatch.setattr(layout, "newton_schulz",
+                        lambda x, *a: calls.append(tuple(x.shape)) or original(x, *a))  # fmt: skip
+    k = 5
+    programs = [with_step_size(library.muon(momentum=0.9 + i / 100), 0.02) for i in range(k)]
+    batch = Batch(MLP_TASK, programs, list(range(k)), compiled=False)
+    x, y = batch.data(0)
+    grad = batch.gradient(batch.loss(x, y), torch.ones(k, dtype=torch.bool))
+    batch.update(grad, [True] * k, 1.0)
+    matrices = [s.shape for s in MLP_TASK.model().specs if len(s.shape) == 2]
+    assert sorted(calls) == sorted((k, *m) for m in matrices)
+
+
 def test_the_tasks_label_hidden_matrices_and_their_shape_factor():
     model = LM_TASK.model()
     seg = model.layout(2)

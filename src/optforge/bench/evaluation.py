@@ -193,7 +193,8 @@ def adapter_comparison(task: Task, k: int = 32, rounds: int = 3) -> dict[str, li
 MATMULS = ("aten::bmm", "aten::mm", "aten::addmm", "aten::baddbmm")
 
 
-def profile_steps(task: Task, k: int = 32, steps: int = 30, compiled: bool = True) -> dict:
+def profile_steps(task: Task, k: int = 32, steps: int = 30, compiled: bool = True,
+                  family: str = "adamw") -> dict:  # fmt: skip
     """Milliseconds per training step of a batch of ``k``, split into its parts (medians over
     ``steps`` steps after warm-up), and the part of forward + backward spent in matrix
     multiplies (torch.profiler, self time): what batching cannot shrink, since the one at a
@@ -202,7 +203,7 @@ def profile_steps(task: Task, k: int = 32, steps: int = 30, compiled: bool = Tru
 
     from optforge.tasks.train import Batch
 
-    programs = distinct_programs(k)
+    programs = distinct_programs(k, family)
     batch = Batch(task, programs, list(range(k)), compiled=compiled)
     alive, living = torch.ones(k, dtype=torch.bool), [True] * k
     parts: dict[str, list[float]] = {"data": [], "forward": [], "backward": [], "updates": []}

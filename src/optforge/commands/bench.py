@@ -259,21 +259,23 @@ def _profile_eval(args: argparse.Namespace, tiers: set[str], console: Console) -
     from optforge.bench.evaluation import profile_steps
     from optforge.tasks.registry import TASKS
 
+    names = {t.strip() for t in (args.tasks or "").split(",") if t.strip()}
+    families = [f.strip() for f in args.programs.split(",") if f.strip()]
     rows = []
     with console.status("profiling") as status:
         for task in TASKS.values():
-            if task.tier not in tiers:
+            if task.name not in names if names else task.tier not in tiers:
                 continue
-            for k in (1, args.k):
+            for k, family in ((k, f) for k in (1, args.k) for f in families):
                 compiled = args.compiled and k > 1  # one at a time runs eager
-                status.update(f"profiling {task.name} at K = {k}")
-                p = profile_steps(task, k=k, compiled=compiled)
+                status.update(f"profiling {task.name} at K = {k} ({family})")
+                p = profile_steps(task, k=k, compiled=compiled, family=family)
                 total = p["data"] + p["forward"] + p["backward"] + p["updates"]
-                rows.append([task.name, str(k), "compiled" if compiled else "eager",
+                rows.append([task.name, f"{k} {family}", "compiled" if compiled else "eager",
                              *(f"{p[n]:.2f}" for n in ("data", "forward", "backward", "updates")),
                              f"{p['matmuls']:.2f}", f"{total:.2f}", f"{total / k:.3f}",
                              f"{p['matmuls'] / k:.3f}"])  # fmt: skip
-    columns = ["task", "K", "forward/backward", "data", "forward", "backward", "updates",
+    columns = ["task", "K, programs", "forward/backward", "data", "forward", "backward", "updates",
                "of which matmuls", "step", "step per candidate",
                "matmuls per candidate"]  # fmt: skip
     title = "ms per training step (medians; matmuls: profiler self time, forward + backward)"

@@ -14,7 +14,7 @@ Arithmetic is done in fp32 (fp64 for fp64 inputs).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 
 import torch
 from torch import Tensor
@@ -35,7 +35,12 @@ def compile_program(program: Program) -> Kernel:
     tensors). Redundant statements (analysis.py) are left out, so dead states need no memory.
 
     The generated text holds no program text: variables become ``r0, r1, ...``, primitives
-    ``p0, p1, ...`` and literals ``consts[i]``, all bound from validated values."""
+    ``p0, p1, ...`` and literals ``consts[i]``, all bound from validated values.
+
+    A matrix operation is not called but yielded, ``(name, seg, args)``: the kernel is then a
+    generator, and whoever runs it computes the operation (``finish``), or gathers the same
+    operation from many programs' kernels and computes them in one batched call
+    (``lockstep``: the batched trainer's K candidates share one Newton-Schulz chain)."""
     analysis = analyze(program)
     if not analysis.valid:
         raise ProgramError("invalid program: " + "; ".join(analysis.errors))
@@ -79,6 +84,9 @@ def compile_program(program: Program) -> Kernel:
             uniform.add(s.target)
         else:
             uniform.discard(s.target)
+        if prim.kind == "matrix":  # handed to the caller, which may batch it with others
+            body.append(f"    {var(s.target)} = yield ({s.op!r}, seg, ({', '.join(values)},))")
+            continue
         if takes_segments:
             values.insert(0, "seg" if tensor_args else "scalar_seg")
         body.append(f"    {var(s.target)} = {fn}({', '.join(values)})")
@@ -93,6 +101,7 @@ def compile_program(program: Program) -> Kernel:
     exec(source, scope)  # noqa: S102 -- generated from validated names only, see docstring
     kernel = scope["kernel"]
     kernel.literals = tuple(literals)
+    kernel.yields = any(" = yield (" in line for line in body)
     return kernel
 
 
@@ -154,21 +163,91 @@ class Prepared:
             raise ProgramError(f"the program reads {missing} but none was given")
         self._check_step(step)
         inputs = [None if v is None else _flat(v, self.dtype) for v in given.values()]
-        outputs = self.kernel(*inputs, lr, step, self.consts, seg, ScalarSegments, self.dtype)
+        outputs = finish(self.kernel(*inputs, lr, step, self.consts, seg, ScalarSegments,
+                                     self.dtype))  # fmt: skip
         return tuple(_full(value, seg, w.shape) for value in outputs)
 
     def flat(self, w, g, v1, v2, lr: Tensor, seg: Segments, step: Tensor | None = None):
         """The hot path: 1-D inputs of the compute dtype, with every state the program reads
         given; outputs are 1-D (scalars expanded) or None."""
+        return finish(self.flat_steps(w, g, v1, v2, lr, seg, step))
+
+    def flat_steps(self, w, g, v1, v2, lr: Tensor, seg: Segments, step: Tensor | None = None):
+        """``flat`` as a generator that yields its matrix operations (see ``lockstep``)."""
         self._check_step(step)
         outputs = self.kernel(w, g, v1, v2, lr, step, self.consts, seg, ScalarSegments,
                               self.dtype)  # fmt: skip
+        if self.kernel.yields:
+            outputs = yield from outputs
         return [v.expand(seg.total_length) if v is not None and v.dim() == 0 else v
                 for v in outputs]  # fmt: skip
 
     def _check_step(self, step: Tensor | None) -> None:
         if step is None and self.reads_step:
             raise ProgramError("the program reads 'step' but no step count was given")
+
+
+def finish(run):
+    """The result of a kernel call, computing each matrix operation it yields as it comes."""
+    if not isinstance(run, Generator):
+        return run
+    try:
+        request = next(run)
+        while True:
+            request = run.send(_apply(*request))
+    except StopIteration as done:
+        return done.value
+
+
+def lockstep(runs: Sequence[Generator], joins: dict | None = None) -> list:
+    """Run several kernels (generators from ``flat_steps`` or built on it) together: each
+    advances to its next matrix operation, then every pending request of one operation is
+    computed in one call over all their tensors (a Newton-Schulz chain per matrix shape for
+    all the programs at once), and the results are sent back. Returns each run's result.
+    ``joins`` keeps the joined layouts from one call to the next (a caller stepping the
+    same runs again passes the same dict)."""
+    joins = {} if joins is None else joins
+    results: list = [None] * len(runs)
+    pending = []  # (index, run, request)
+    for i, run in enumerate(runs):
+        _advance(i, run, None, pending, results)
+    while pending:
+        by_op: dict[str, list] = {}
+        for item in pending:
+            by_op.setdefault(item[2][0], []).append(item)
+        pending = []
+        for items in by_op.values():
+            answers = _apply_together([request for _, _, request in items], joins)
+            for (i, run, _), answer in zip(items, answers, strict=True):
+                _advance(i, run, answer, pending, results)
+    return results
+
+
+def _advance(i, run, answer, pending, results) -> None:
+    try:
+        request = next(run) if answer is None else run.send(answer)
+    except StopIteration as done:
+        results[i] = done.value
+        return
+    pending.append((i, run, request))
+
+
+def _apply(op: str, seg: Segments, args: tuple) -> Tensor:
+    return PRIMITIVES[op].fn(seg, *args)
+
+
+def _apply_together(requests: list[tuple[str, Segments, tuple]], joins: dict) -> list[Tensor]:
+    """One operation for several layouts at once: their tensors joined into one layout."""
+    if len(requests) == 1:
+        return [_apply(*requests[0])]
+    op = requests[0][0]
+    layouts = tuple(seg for _, seg, _ in requests)
+    key = tuple(id(seg) for seg in layouts)
+    if key not in joins:  # held with its parts, so their ids stay theirs
+        joins[key] = (layouts, Segments.join(layouts))
+    joined = joins[key][1]
+    args = [torch.cat([request[2][j] for request in requests]) for j in range(len(requests[0][2]))]
+    return list(_apply(op, joined, tuple(args)).split([seg.total_length for seg in layouts]))
 
 
 @functools.lru_cache(maxsize=4096)

@@ -82,6 +82,14 @@ class Segments:
         self._inputs = {}
         self._group_cache = {}
 
+    @classmethod
+    def join(cls, layouts):
+        """The layout of several layouts' flat vectors concatenated, in order."""
+        first = layouts[0]
+        return cls([s for seg in layouts for s in seg.shapes], first.device,
+                   hidden=[h for seg in layouts for h in seg.hidden],
+                   aspect=[a for seg in layouts for a in seg.aspect])  # fmt: skip
+
     # -- per-tensor reductions ----------------------------------------------------------------
 
     def sum(self, x):
@@ -130,15 +138,16 @@ class Segments:
         norm = torch.sqrt(self.sum(x * x)).clamp_min(NS_EPS)
         out = x / self.expand(norm)
         for index, n, rows, cols in self._groups(2):
-            out[index] = newton_schulz(out[index].view(n, rows, cols)).reshape(-1)
+            matrices = out.index_select(0, index).view(n, rows, cols)
+            out.index_copy_(0, index, newton_schulz(matrices).reshape(-1))
         return out
 
     def row_mean(self, x):
         """The mean of each row of each tensor's matrix view, broadcast back over the row."""
         out = self.expand(self.mean(x)).expand(self.total_length).clone()
         for index, n, rows, cols in self._groups(1):
-            m = x[index].view(n, rows, cols)
-            out[index] = m.mean(-1, keepdim=True).expand(n, rows, cols).reshape(-1)
+            m = x.index_select(0, index).view(n, rows, cols)
+            out.index_copy_(0, index, m.mean(-1, keepdim=True).expand(n, rows, cols).reshape(-1))
         return out
 
     def col_mean(self, x):
@@ -146,8 +155,8 @@ class Segments:
         row's columns are single elements: its column mean is itself)."""
         out = x.clone()
         for index, n, rows, cols in self._groups(1):
-            m = x[index].view(n, rows, cols)
-            out[index] = m.mean(-2, keepdim=True).expand(n, rows, cols).reshape(-1)
+            m = x.index_select(0, index).view(n, rows, cols)
+            out.index_copy_(0, index, m.mean(-2, keepdim=True).expand(n, rows, cols).reshape(-1))
         return out
 
     def _groups(self, min_cols):

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from optforge.program.execute import prepare
+from optforge.program.execute import finish, lockstep, prepare
 from optforge.program.layout import Segments
 from optforge.program.program import Program
 from optforge.tasks.builtin import Builtin, BuiltinUpdater
@@ -164,6 +164,7 @@ class Batch:
             for program, rows in _groups(programs)
         ]
         self.t = 0  # steps taken: the programs' ``step`` input
+        self._joins: dict = {}  # the joined layouts of the updaters' matrix operations
         self._reads_step = any(getattr(u, "reads_step", False) for u in self.updaters)
         self.data = task.batches(seeds, device)  # step t -> (x, y) on the device
 
@@ -184,8 +185,15 @@ class Batch:
         step = None
         if self._reads_step:
             step = torch.tensor(float(self.t), device=self.theta.device)
+        runs = []
         for updater in self.updaters:
-            updater.step(living, grad, lr_t, step)
+            if isinstance(updater, BuiltinUpdater):
+                updater.step(living, grad, lr_t, step)
+            else:
+                runs.append(updater.steps(living, grad, lr_t, step))
+        # the programs' matrix operations run together: one Newton-Schulz chain per matrix
+        # shape for all K candidates, whatever their programs
+        lockstep(runs, self._joins)
         # a non-finite update leaves theta non-finite; a non-finite state shows up in the next
         # update, so one check of theta per step covers both
         return _finite_rows(self.theta)
@@ -291,6 +299,10 @@ class _Updater:
             self.segments = self.model.layout(len(rows), device)
 
     def step(self, alive: list[bool], grad: Tensor, lr: Tensor, step: Tensor | None = None):
+        finish(self.steps(alive, grad, lr, step))
+
+    def steps(self, alive: list[bool], grad: Tensor, lr: Tensor, step: Tensor | None = None):
+        """``step`` as a generator yielding the program's matrix operations (``lockstep``)."""
         if not all(alive[r] for r in self.rows):
             self._use([r for r in self.rows if alive[r]])  # a candidate failed: drop its row
         if not self.rows:
@@ -298,7 +310,7 @@ class _Updater:
         i, reads = self.index, self.prepared.reads
         if self.views:
             w, s1, s2 = self.views
-            update, new_v1, new_v2 = self.prepared.flat(
+            update, new_v1, new_v2 = yield from self.prepared.flat_steps(
                 w, grad[i].view(-1), s1 if "v1" in reads else None,
                 s2 if "v2" in reads else None, lr, self.segments, step,
             )  # fmt: skip
@@ -314,10 +326,12 @@ class _Updater:
                     state.copy_(new)
             return
         theta, v1, v2 = self.tensors
-        update, new_v1, new_v2 = self.prepared(
-            theta[i], grad[i], v1[i] if "v1" in reads else None,
-            v2[i] if "v2" in reads else None, lr, self.segments, step,
+        update, new_v1, new_v2 = yield from self.prepared.flat_steps(
+            theta[i].view(-1), grad[i].view(-1), v1[i].view(-1) if "v1" in reads else None,
+            v2[i].view(-1) if "v2" in reads else None, lr, self.segments, step,
         )  # fmt: skip
+        update, new_v1, new_v2 = (None if v is None else v.view(len(self.rows), -1)
+                                  for v in (update, new_v1, new_v2))  # fmt: skip
         theta[i] -= update if self.factors is None else update * self.factors
         for state, new in ((v1, new_v1), (v2, new_v2)):
             if new is not None:
