@@ -70,16 +70,18 @@ FAMILIES = ("adamw", "muon")
 
 
 def distinct_programs(k: int, family: str = "adamw") -> list:
-    """k programs of one family with slightly different step sizes, sharing no update run:
-    the paper's AdamW (elementwise), or ``library.muon`` (Muon on the hidden matrices, AdamW
-    on the rest: what the matrix operations cost)."""
+    """k programs of one family with slightly different step sizes: the paper's AdamW
+    (elementwise), or ``library.muon`` (Muon on the hidden matrices, AdamW on the rest: what
+    the matrix operations cost). The step size is folded into ``lr`` at the top, so each is
+    its own program body, as every child of a search is: the trainer steps them one by one,
+    and their matrix operations in lockstep."""
+    if family not in FAMILIES:
+        raise ValueError(f"program family must be one of {FAMILIES}, got {family!r}")
     if family == "muon":
         from optforge.program import library
         from optforge.tasks.registry import with_step_size
 
         return [with_step_size(library.muon(), 0.02 * (1 + i / 1000)) for i in range(k)]
-    if family != "adamw":
-        raise ValueError(f"program family must be one of {FAMILIES}, got {family!r}")
     return [baseline_program("adamw", 3e-3 * (1 + i / 1000)) for i in range(k)]
 
 
