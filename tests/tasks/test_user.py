@@ -107,3 +107,24 @@ def test_bad_user_task_fields_are_named(kwargs, message):
     fields = dict(name="t", model=spec.model, train=spec.train, val=spec.val) | kwargs
     with pytest.raises((ValueError, TypeError), match=message):
         UserTask(**fields)
+
+
+def test_a_user_models_tensors_are_labelled_by_the_hidden_rule():
+    """Hidden: Linear/Conv weights but the head; aspect from torch's [out, in] layout."""
+    from optforge.tasks.user import ModuleModel
+
+    def factory():
+        return torch.nn.Sequential(
+            torch.nn.Conv1d(2, 4, 3), torch.nn.Flatten(), torch.nn.Linear(8, 24),
+            torch.nn.GELU(), torch.nn.Linear(24, 3),
+        )  # fmt: skip
+
+    model = ModuleModel(factory)
+    seg = model.layout(copies=2)
+    labelled = dict(zip(model.names, seg.hidden, strict=False))
+    assert labelled == {"0.weight": 1.0, "0.bias": 0.0, "2.weight": 1.0, "2.bias": 0.0,
+                        "4.weight": 0.0, "4.bias": 0.0}  # fmt: skip
+    aspect = dict(zip(model.names, seg.aspect, strict=False))
+    assert aspect["2.weight"] == pytest.approx(3.0**0.5)  # [24, 8]: fan_out / fan_in = 3
+    assert aspect["0.weight"] == 1.0  # [4, 2*3]: fewer outputs than inputs
+    assert seg.hidden[6:] == seg.hidden[:6]  # the second copy labelled alike
