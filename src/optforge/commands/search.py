@@ -191,8 +191,9 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]error:[/red] {e}", highlight=False)
         return 2
     console.print(
-        f"searching {config.task} with {config.algorithm} (seed {config.seed}, budget "
-        f"{config.budget}, {config.workers} x {name}); journal {path}",
+        f"searching {config.task} with {config.algorithm} in the {config.mutation.language} "
+        f"language (seed {config.seed}, budget {config.budget}, {config.workers} x {name}); "
+        f"journal {path}",
         highlight=False,
     )
     try:

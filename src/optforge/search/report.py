@@ -133,7 +133,8 @@ def plot(journal: Journal, path: str | Path) -> Path:
                     + 0.25 * spread)  # fmt: skip
     ax.set_xlabel("candidate (generated, in order)")
     ax.set_ylabel(f"fitness on {config.task}")
-    ax.set_title(f"{config.algorithm} on {config.task}, seed {config.seed}")
+    ax.set_title(f"{config.algorithm} ({config.mutation.language}) on {config.task}, "
+                 f"seed {config.seed}")  # fmt: skip
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
