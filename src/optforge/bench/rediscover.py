@@ -182,8 +182,8 @@ class Scorer:
     """The fitness against one target on one seed's streams: the cosine between the
     candidate's and the target's updates with every (step, tensor) block divided by the
     target's norm there, so each tensor and each step weighs the same (unweighted, the hidden
-    matrices of the Muon target would be 3% of its norm, and the last, smallest steps of the
-    schedule little more)."""
+    matrices of the Muon target would be 2% of its squared norm, and the last, smallest steps
+    of the schedule little more)."""
 
     def __init__(self, target_program: Program, seed: int):
         self.streams = s = streams(seed)
