@@ -12,6 +12,7 @@ from optforge.search.config import FunnelConfig, SearchConfig
 from optforge.search.evolution import Search, open_journal
 from optforge.search.executors import InProcessExecutor
 from optforge.search.journal import JournalError
+from optforge.search.mutation import MutationConfig
 from optforge.search.population import replace_oldest, tournament
 
 TASK = "digits-mlp-test"
@@ -83,7 +84,9 @@ def test_cache_hits_are_never_trained(tmp_path):
 
 
 def test_rescoring_trains_a_cached_program_with_a_new_seed(tmp_path):
-    journal, _ = search(tmp_path / "s.db", small(rescore_after=1, budget=48))
+    # the elementwise language's trajectory revisits trained behaviours within the budget
+    elementwise = MutationConfig(language="elementwise")
+    journal, _ = search(tmp_path / "s.db", small(rescore_after=1, budget=48, mutation=elementwise))
     rescored = journal.candidates("kind = 'child' AND cache_of IS NOT NULL AND job IS NOT NULL")
     assert rescored
     for row in rescored:
