@@ -43,18 +43,24 @@ def test_tune_prints_grid_and_held_out_table(capsys):
 
 
 def test_bench_eval_measures_single_and_batched(capsys):
-    assert main(["bench", "eval", "--tiers", "test", "--k", "4", "--no-compile", "--rounds", "2",
+    assert main(["bench", "eval", "--tasks", "digits-mlp-test,shakespeare-lm-test", "--k", "4",
+                 "--no-compile", "--rounds", "2", "--programs", "adamw,muon",
                  "--markdown"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "medians of 2 rounds" in out
-    rows = {line.split("|")[1].strip(): line.split("|") for line in out.splitlines()
-            if line.startswith("| ") and "-test" in line}  # fmt: skip
-    assert {"digits-mlp-test", "shakespeare-lm-test"} <= set(rows)
-    for cells in rows.values():
-        single, batched, best = float(cells[5]), float(cells[6]), float(cells[9].strip()[:-1])
+    rows = {(cells[1].strip(), cells[3].strip()): cells
+            for cells in (line.split("|") for line in out.splitlines()
+                          if line.startswith("| ") and "-test" in line)}  # fmt: skip
+    assert set(rows) == {(t, f) for t in ("digits-mlp-test", "shakespeare-lm-test")
+                         for f in ("adamw", "muon")}  # fmt: skip
+    for (task, family), cells in rows.items():
+        single, batched, best = float(cells[6]), float(cells[7]), float(cells[10].strip()[:-1])
         assert best == pytest.approx(batched / single, abs=0.06)  # the ratio of the columns
-        low, high = (float(v) for v in cells[10].strip()[:-1].split("-"))
+        low, high = (float(v) for v in cells[11].strip()[:-1].split("-"))
         assert low <= high
+        if family == "muon":  # its batched rate over AdamW's, as the two columns say
+            adamw = float(rows[(task, "adamw")][7])
+            assert float(cells[12]) == pytest.approx(batched / adamw, rel=0.05, abs=0.01)
 
 
 def test_bench_eval_profile_splits_a_step_into_parts(capsys):
@@ -63,12 +69,13 @@ def test_bench_eval_profile_splits_a_step_into_parts(capsys):
     assert main(args) == 0
     rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()
             if line.startswith("| digits-mlp-test |")]  # fmt: skip
-    assert [r[1].strip() for r in rows] == ["1", "4"]
+    assert [r[1].strip() for r in rows] == ["1 adamw", "4 adamw"]
     for row in rows:
         data, fwd, bwd, updates, matmuls, step, per = (float(c) for c in row[3:10])
         assert min(data, fwd, bwd, updates, matmuls) >= 0 and matmuls > 0
         assert step == pytest.approx(data + fwd + bwd + updates, abs=0.02)
-        assert per == pytest.approx(step / int(row[1]), abs=0.006)  # step shows 2 decimals
+        k = int(row[1].split()[0])
+        assert per == pytest.approx(step / k, abs=0.006)  # step shows 2 decimals
 
 
 def test_throughput_reports_medians_and_per_round_spread():
