@@ -9,6 +9,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from optforge.program import parse
+from optforge.program.layout import Segments
 from optforge.tasks import registry
 from optforge.tasks.registry import baseline_program, with_step_size
 from optforge.tasks.train import _finite_rows, _Updater, evaluate, schedule
@@ -115,7 +116,8 @@ def test_a_state_copied_from_the_weights_holds_them_before_the_update():
         theta, grad = w0.clone(), torch.randn(3, 4)
         v1, v2 = torch.randn(3, 4), torch.zeros(3, 4)
         old_v1 = v1.clone()
-        _Updater(PREVIOUS, rows, [4], theta, v1, v2).step([True] * 3, grad, torch.tensor(1.0))
+        layout = lambda copies, device: Segments([4] * copies, device)  # noqa: E731
+        _Updater(PREVIOUS, rows, layout, theta, v1, v2).step([True] * 3, grad, torch.tensor(1.0))
         expected = w0 - (grad * 0.1 - (w0 - old_v1) * 0.5)
         assert torch.allclose(theta[rows], expected[rows], atol=1e-6)
         assert torch.equal(v1[rows], w0[rows])

@@ -38,7 +38,7 @@ from optforge.program import generate, library
 from optforge.program.execute import prepare
 from optforge.program.fingerprint import fingerprint
 from optforge.program.layout import Segments
-from optforge.program.program import Program, parse
+from optforge.program.program import Program
 from optforge.program.simplify import simplify
 from optforge.search.mutation import MutationConfig, MutationError, mutate
 from optforge.search.population import replace_oldest, tournament
@@ -60,7 +60,7 @@ MAX_LENGTH = 20
 def _program(*body: str) -> Program:
     if not body[-1].startswith("return"):
         body = (*body, "return update, v1, v2")
-    return parse("\n".join(["def train(w, g, v1, v2, lr):", *(f"    {s}" for s in body)]))
+    return library.from_body(*body)
 
 
 _DECAY = ("d = w * 0.01", "update = update + d", "lr = lr * 0.001", "update = update * lr")

@@ -39,9 +39,8 @@ def hidden_names(model: nn.Module) -> set[str]:
     if linears:
         excluded.add(id(linears[-1].weight))
     layers = {id(m.weight) for m in modules if isinstance(m, _LAYERS)} - excluded
-    named = list(model.named_parameters(remove_duplicate=False))
-    tied_out = {n for n, p in named if id(p) in excluded}
-    return {n for n, p in named if id(p) in layers and is_matrix(p)} - tied_out
+    named = model.named_parameters(remove_duplicate=False)  # every name of a tied weight
+    return {n for n, p in named if id(p) in layers and is_matrix(p)}
 
 
 def hidden_groups(model: nn.Module, **options: Any) -> list[dict[str, Any]]:

@@ -90,11 +90,13 @@ class ProgramOptimizer(Optimizer):
             if any(p.grad.is_sparse for p in params):
                 raise TypeError("ProgramOptimizer does not support sparse gradients")
             program = _parsed(group["program"])
-            reads = analyze(program).reads
+            analysis = analyze(program)
+            reads = analysis.reads
             states = {name: [self._state(p, name) for p in params] if name in reads else None
                       for name in ("v1", "v2")}  # fmt: skip
             steps = [self._step(p) for p in params]
-            step = torch.stack(steps) + 1  # this step's count; stored once the step is taken
+            # this step's count, for programs that read it; stored once the step is taken
+            step = torch.stack(steps) + 1 if "step" in analysis.inputs else None
             update, v1, v2 = execute.run_foreach(
                 program, params, [p.grad for p in params], states["v1"], states["v2"],
                 float(group["lr"]), hidden=_hidden(group), step=step,

@@ -21,7 +21,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Literal
 
-from optforge.program.primitives import LEAVES, PRIMITIVES
+from optforge.program.primitives import INPUT_NAMES, LEAVES, PRIMITIVES
 from optforge.program.program import INPUTS, STATES, Program
 
 Type = Literal["tensor", "scalar"]
@@ -40,6 +40,7 @@ class Analysis:
     live_outputs: tuple[bool, bool, bool]  # which of (update, v1, v2) matter
     structural_hash: str
     arg_types: tuple[tuple[Type, ...], ...] = field(repr=False, default=())
+    inputs: frozenset[str] = frozenset()  # per-tensor inputs (hidden, aspect, step) live
     shaped: bool = False  # live statements use a matrix operation or a per-tensor input
 
     @property
@@ -60,12 +61,9 @@ def analyze(program: Program) -> Analysis:
                         (False, False, False), "", tuple(arg_types))  # fmt: skip
     live, reads, live_outputs = _liveness(program)
     redundant = frozenset(range(len(program))) - live
-    shaped = any(
-        PRIMITIVES[s.op].kind == "matrix"
-        or any(isinstance(a, str) and a in LEAVES and LEAVES[a].kind == "input" for a in s.args)
-        for i, s in enumerate(program.statements)
-        if i in live
-    )
+    used = [program.statements[i] for i in sorted(live)]
+    inputs = frozenset(a for s in used for a in s.args if a in INPUT_NAMES)
+    shaped = bool(inputs) or any(PRIMITIVES[s.op].kind == "matrix" for s in used)
     return Analysis(
         errors=(),
         types=tuple(types),
@@ -74,6 +72,7 @@ def analyze(program: Program) -> Analysis:
         live_outputs=live_outputs,
         structural_hash=_structural_hash(program, live_outputs),
         arg_types=tuple(arg_types),
+        inputs=inputs,
         shaped=shaped,
     )
 

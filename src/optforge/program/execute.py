@@ -151,8 +151,7 @@ class Prepared:
         self.kernel = compile_program(program)
         analysis = analyze(program)
         self.reads = analysis.reads
-        self.reads_step = any("step" in s.args for i, s in enumerate(program.statements)
-                              if i not in analysis.redundant)  # fmt: skip
+        self.reads_step = "step" in analysis.inputs
         self.dtype = dtype
         self.consts = _constants(self.kernel.literals, dtype, device)
 

@@ -65,7 +65,10 @@ class Segments:
         self.lengths = [r * c for r, c in self.views]
         self.count = len(self.lengths)
         self.total_length = sum(self.lengths)
-        self.offsets = [sum(self.lengths[:i]) for i in range(self.count)]
+        self.offsets, start = [], 0  # a running total: linear in the number of tensors
+        for n in self.lengths:
+            self.offsets.append(start)
+            start += n
         self.device = torch.device(device)
         self._lengths_t = torch.tensor(self.lengths, device=self.device)
         if hidden is None:

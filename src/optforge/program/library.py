@@ -10,7 +10,8 @@ from __future__ import annotations
 from optforge.program.program import Program, parse
 
 
-def _program(*body: str) -> Program:
+def from_body(*body: str) -> Program:
+    """A program from its body's statements, one per string (the ``def`` line is added)."""
     return parse("\n".join(["def train(w, g, v1, v2, lr):", *(f"    {s}" for s in body)]))
 
 
@@ -23,12 +24,12 @@ def _decay(weight_decay: float, into: str = "u") -> list[str]:
 
 def sgd(weight_decay: float = 0.0) -> Program:
     """Plain SGD: update = lr * (g + wd * w)."""
-    return _program("u = g", *_decay(weight_decay), "update = u * lr", "return update, v1, v2")
+    return from_body("u = g", *_decay(weight_decay), "update = u * lr", "return update, v1, v2")
 
 
 def momentum(beta: float = 0.9, weight_decay: float = 0.0) -> Program:
     """Heavy-ball momentum as torch.optim.SGD: v1 = beta * v1 + g; update = lr * v1."""
-    return _program(
+    return from_body(
         f"m = v1 * {float(beta)!r}",
         "v1 = m + g",
         "u = v1",
@@ -40,7 +41,7 @@ def momentum(beta: float = 0.9, weight_decay: float = 0.0) -> Program:
 
 def signum(beta: float = 0.9, weight_decay: float = 0.0) -> Program:
     """Signum (Bernstein et al., 2018): the sign of an EMA of gradients."""
-    return _program(
+    return from_body(
         f"v1 = interp(g, v1, {float(beta)!r})",
         "u = sign(v1)",
         *_decay(weight_decay),
@@ -56,7 +57,7 @@ def adamw(
     denominator = ["s = sqrt(v2)"]
     if eps is not None:
         denominator.append(f"s = s + {float(eps)!r}")
-    return _program(
+    return from_body(
         "g2 = square(g)",
         f"v1 = interp(g, v1, {float(beta1)!r})",
         f"v2 = interp(g2, v2, {float(beta2)!r})",
@@ -70,7 +71,7 @@ def adamw(
 
 def lion(beta1: float = 0.9, beta2: float = 0.99, weight_decay: float = 0.0) -> Program:
     """Lion, the paper's discovery: sign of an interpolated momentum, decoupled decay."""
-    return _program(
+    return from_body(
         f"c = interp(g, v1, {float(beta1)!r})",
         "u = sign(c)",
         *_decay(weight_decay),
@@ -82,7 +83,7 @@ def lion(beta1: float = 0.9, beta2: float = 0.99, weight_decay: float = 0.0) -> 
 
 def rmsprop(beta: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0) -> Program:
     """RMSProp: g / (sqrt(EMA of g^2) + eps)."""
-    return _program(
+    return from_body(
         "g2 = square(g)",
         f"v2 = interp(g2, v2, {float(beta)!r})",
         "s = sqrt(v2)",
@@ -99,7 +100,7 @@ def adabelief(
 ) -> Program:
     """AdaBelief-style (Zhuang et al., 2020), no bias correction: the second moment tracks
     (g - m)^2, the belief in the momentum, instead of g^2."""
-    return _program(
+    return from_body(
         f"v1 = interp(g, v1, {float(beta1)!r})",
         "r = g - v1",
         "r2 = square(r)",
@@ -115,7 +116,7 @@ def adabelief(
 
 def powersign(beta: float = 0.9, weight_decay: float = 0.0) -> Program:
     """PowerSign (Bello et al., 2017): g * e^(sign(g) * sign(m))."""
-    return _program(
+    return from_body(
         f"v1 = interp(g, v1, {float(beta)!r})",
         "a = sign(g)",
         "b = sign(v1)",
@@ -130,7 +131,7 @@ def powersign(beta: float = 0.9, weight_decay: float = 0.0) -> Program:
 
 def addsign(beta: float = 0.9, alpha: float = 1.0, weight_decay: float = 0.0) -> Program:
     """AddSign (Bello et al., 2017): g * (alpha + sign(g) * sign(m))."""
-    return _program(
+    return from_body(
         f"v1 = interp(g, v1, {float(beta)!r})",
         "a = sign(g)",
         "b = sign(v1)",
@@ -167,7 +168,7 @@ def torch_adamw(
 ) -> Program:
     """AdamW as ``torch.optim.AdamW`` runs it: bias correction (from the ``step`` input) and
     epsilon, which the paper's form leaves out."""
-    return _program(
+    return from_body(
         "g2 = square(g)",
         f"v1 = interp(g, v1, {float(beta1)!r})",
         f"v2 = interp(g2, v2, {float(beta2)!r})",
@@ -195,7 +196,7 @@ def muon(
     Newton-Schulz runs in the compute dtype (fp32), where torch's Muon iterates in bf16."""
     beta1, beta2 = adam_betas
     look_ahead = [f"n = interp(g, v1, {float(momentum)!r})"] if nesterov else ["n = v1"]
-    return _program(
+    return from_body(
         f"b = interp({float(beta1)!r}, {float(momentum)!r}, hidden)",
         "v1 = interp(g, v1, b)",
         "g2 = square(g)",
@@ -217,7 +218,7 @@ def paper_warm_start(eps: float | None = None) -> Program:
     weight decay 0.01 and its own lr scale 0.001. ``eps`` adds an epsilon: without it, a
     parameter whose gradient is exactly 0 (an embedding row no batch uses, an always-blank
     pixel) divides 0 by 0 at the first step."""
-    return _program(
+    return from_body(
         "g2 = square(g)",
         "v1 = interp(g, v1, 0.9)",
         "v2 = interp(g2, v2, 0.999)",

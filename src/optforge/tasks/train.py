@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from optforge.program.execute import finish, lockstep, prepare
-from optforge.program.layout import Segments
 from optforge.program.program import Program
 from optforge.tasks.builtin import Builtin, BuiltinUpdater
 
@@ -160,7 +159,7 @@ class Batch:
         self.updaters = [
             BuiltinUpdater(program, sorted(rows), self.theta, self.v1, self.v2)
             if isinstance(program, Builtin)
-            else _Updater(program, rows, self.model, self.theta, self.v1, self.v2)
+            else _Updater(program, rows, self.model.layout, self.theta, self.v1, self.v2)
             for program, rows in _groups(programs)
         ]
         self.t = 0  # steps taken: the programs' ``step`` input
@@ -264,14 +263,14 @@ class _Updater:
     does not change between steps (kernel, row index, views, layout) is worked out once."""
 
     def __init__(self, program: Program, rows: list[int] | dict[int, float | None],
-                 model, theta, v1, v2):  # fmt: skip
+                 layout, theta, v1, v2):  # fmt: skip
         """``rows``: the rows it steps, or {row: trailing scale of its update (None: none)};
-        ``model``: a ``BatchedModel`` (its ``layout`` labels the tensors), or the sizes of a
-        row's 1-D tensors."""
+        ``layout(copies, device)``: the ``Segments`` of that many rows (``BatchedModel.layout``
+        labels each tensor)."""
         self.prepared = prepare(program, torch.float32, theta.device)
         self.reads_step = self.prepared.reads_step
         self.all_factors = rows if isinstance(rows, dict) else dict.fromkeys(rows)
-        self.model, self.tensors = model, (theta, v1, v2)
+        self.layout, self.tensors = layout, (theta, v1, v2)
         self._use(sorted(self.all_factors))
 
     def _use(self, rows: list[int]) -> None:
@@ -293,10 +292,7 @@ class _Updater:
         self.views = [t[self.index].view(-1) for t in self.tensors] if contiguous else None
         # one layout for all the rows: a matrix operation runs once per shape, every
         # candidate's matrices of that shape in one batched matmul chain
-        if isinstance(self.model, list):
-            self.segments = Segments(self.model * len(rows), device)
-        else:
-            self.segments = self.model.layout(len(rows), device)
+        self.segments = self.layout(len(rows), device)
 
     def step(self, alive: list[bool], grad: Tensor, lr: Tensor, step: Tensor | None = None):
         finish(self.steps(alive, grad, lr, step))
