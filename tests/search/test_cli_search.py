@@ -41,6 +41,7 @@ def test_search_funnel_show_export_and_resume(tmp_path):
     compared = optforge("compare", str(journal), "--markdown")
     assert compared.returncode == 0, compared.stderr
     assert "| run.db | evolution | 0 | 32 |" in compared.stdout and "tuned lion" in compared.stdout
+    assert "sigma vs" in compared.stdout and "tuned muon" in compared.stdout
     assert optforge("compare", str(module)).returncode == 2  # not a journal
 
     again = optforge("search", "--resume", str(journal), "--no-funnel")
@@ -91,6 +92,28 @@ def test_traits_name_what_a_program_uses():
     frozen = ("def train(w, g, v1, v2, lr):\n    a = interp(g, v2, 0.9)\n"
               "    update = a * 0.01\n    return update, v1, v2")  # fmt: skip
     assert traits(frozen) == ("ignores lr",)
+
+
+def test_family_and_state_bytes_of_the_library():
+    from optforge.program import library
+    from optforge.search.report import family, state_bytes
+
+    hybrid = library.from_body("v1 = interp(g, v1, 0.9)", "o = orthogonalize(v1)",
+                               "s = sign(v1)", "u = o + s", "update = u * lr",
+                               "return update, v1, v2")  # fmt: skip
+    cases = {  # program: (family, fp32 state bytes per parameter)
+        library.sgd(): ("momentum/SGD", 0),
+        library.momentum(0.9): ("momentum/SGD", 4),
+        library.lion(0.9, 0.99): ("sign", 4),
+        library.adamw(0.9, 0.999): ("Adam-like", 8),
+        library.muon(): ("orthogonalized", 8),  # AdamW only off the hidden matrices
+        hybrid: ("hybrid", 4),
+    }
+    for program, expected in cases.items():
+        assert (family(program.source()), state_bytes(program.source())) == expected
+    # a state that is only written, never read, is not kept
+    assert state_bytes("def train(w, g, v1, v2, lr):\n    v1 = g\n    update = g * lr\n"
+                       "    return update, v1, v2") == 0  # fmt: skip
 
 
 def test_minutes_stops_the_search_and_sets_its_budget(tmp_path):

@@ -27,16 +27,21 @@ SGD = library.sgd().source()
 
 class TableExecutor:
     """Fitness by rule: programs using sign() are best, interp() next, the rest poor; tuned
-    AdamW gets ``adamw[task]``. Records every job it runs."""
+    AdamW gets ``adamw[task]``, the other tuned baselines ``others[task][name]`` (else 0.5).
+    Records every job it runs."""
 
     workers = 1
 
-    def __init__(self, adamw: dict[str, float]):
+    def __init__(self, adamw: dict[str, float], others: dict[str, dict[str, float]] | None = None):
         self.adamw, self.jobs = adamw, []
+        self.baselines = {t: {"adamw": a, **(others or {}).get(t, {})} for t, a in adamw.items()}
+        self.baselines.update({t: v for t, v in (others or {}).items() if t not in adamw})
 
     def fitness(self, task: str, source: str) -> float:
-        if source == registry.get(task).baseline("adamw").source():
-            return self.adamw[task]
+        tuned = dict(registry.get(task).baselines)
+        for name in tuned:
+            if source == registry.get(task).baseline(name).source():
+                return self.baselines.get(task, {}).get(name, 0.5)
         if "sign(" in source:
             return {SEARCH: 0.95, STAGE: 0.97, META: 0.9}[task]
         if "interp(" in source:
@@ -52,7 +57,9 @@ class TableExecutor:
         pass
 
 
-def journal_with(tmp_path, fitness: dict[str, float], adamw: float) -> tuple[Journal, SearchConfig]:
+def journal_with(
+    tmp_path, fitness: dict[str, float], adamw: float, others: dict[str, float] | None = None
+) -> tuple[Journal, SearchConfig]:
     config = SearchConfig(
         task=SEARCH, funnel=FunnelConfig(stages=(STAGE,), meta=(META,), promote=8)
     )
@@ -66,6 +73,10 @@ def journal_with(tmp_path, fitness: dict[str, float], adamw: float) -> tuple[Jou
         adamw_source = registry.get(SEARCH).baseline("adamw").source()
         add(adamw_source, kind="baseline", generation=0, name=baseline_name("adamw", SEARCH),
             status="evaluated", fitness=adamw, job=1)  # fmt: skip
+        for i, (name, f) in enumerate((others or {}).items()):
+            source = registry.get(SEARCH).baseline(name).source()
+            add(source, kind="baseline", generation=0, name=baseline_name(name, SEARCH),
+                status="evaluated", fitness=f, job=100 + i)  # fmt: skip
         for i, (source, f) in enumerate(fitness.items()):
             add(source, kind="child", generation=1, status="evaluated", fitness=f, job=2 + i,
                 eval_seed=0)  # fmt: skip
@@ -79,7 +90,7 @@ def test_promotion_stages_meta_validation_and_ablation(tmp_path):
 
     stage_jobs = [j for j in executor.jobs if j.task == STAGE]
     promoted = {s for j in stage_jobs for s in j.sources} - {
-        registry.get(STAGE).baseline("adamw").source()
+        registry.get(STAGE).baseline(name).source() for name in registry.get(STAGE).strongest
     }
     assert promoted == {LION_PLUS, MOMENTUM}  # SGD (0.5) is below tuned AdamW (0.92)
     assert finalist.source == LION_PLUS and not finalist.below  # momentum fails the stage
@@ -106,6 +117,33 @@ def test_when_nothing_beats_adamw_the_best_goes_on_flagged(tmp_path):
     executor = TableExecutor({SEARCH: 0.99, STAGE: 0.9, META: 0.85})
     (finalist,) = run_funnel(journal, executor, config, log=lambda m: None)
     assert finalist.source == MOMENTUM and finalist.below
+
+
+def test_the_bar_is_the_best_of_adamw_lion_and_muon(tmp_path):
+    # search task: tuned AdamW 0.90, Lion 0.91, Muon 0.94; momentum (0.93) sits between AdamW
+    # and Muon and is not promoted, Lion+ (0.95) is
+    journal, config = journal_with(tmp_path, {LION_PLUS: 0.95, MOMENTUM: 0.93}, 0.90,
+                                   others={"lion": 0.91, "muon": 0.94})  # fmt: skip
+    # the stage: Lion+ scores 0.97, above AdamW (0.9) and Lion (0.92) but below Muon (0.98)
+    executor = TableExecutor({SEARCH: 0.90, STAGE: 0.9, META: 0.85},
+                             others={STAGE: {"lion": 0.92, "muon": 0.98}})  # fmt: skip
+    (finalist,) = run_funnel(journal, executor, config, log=lambda m: None)
+    staged = {s for j in executor.jobs if j.task == STAGE for s in j.sources}
+    assert LION_PLUS in staged and MOMENTUM not in staged
+    assert registry.get(STAGE).baseline("muon").source() in staged  # the stage's bar
+    assert finalist.source == LION_PLUS and finalist.below  # went on only as the best
+    assert journal.events("stage")[0][1]["passed"] == []
+
+    # with Muon weaker on the stage, Lion+ clears the best of the three
+    (tmp_path / "again").mkdir()
+    journal, config = journal_with(tmp_path / "again", {LION_PLUS: 0.95}, 0.90,
+                                   others={"lion": 0.91, "muon": 0.94})  # fmt: skip
+    executor = TableExecutor({SEARCH: 0.90, STAGE: 0.9, META: 0.85},
+                             others={STAGE: {"lion": 0.92, "muon": 0.96}})  # fmt: skip
+    (finalist,) = run_funnel(journal, executor, config, log=lambda m: None)
+    assert not finalist.below
+    names = {r["name"] for r in journal.candidates("kind = 'baseline'")}
+    assert baseline_name("muon", META) in names  # meta-validation scores Muon beside the others
 
 
 def test_margin_raises_the_bar(tmp_path):

@@ -24,7 +24,7 @@ def add_compare_command(commands) -> None:
 def _compare(args: argparse.Namespace, console: Console) -> int:
     from optforge.search.evolution import BASELINES
     from optforge.search.journal import is_journal
-    from optforge.search.report import summarize
+    from optforge.search.report import family, state_bytes, summarize
 
     missing = [j for j in args.journals if not is_journal(j)]
     if missing:
@@ -41,17 +41,17 @@ def _compare(args: argparse.Namespace, console: Console) -> int:
                  _rate(r.trained, r.seconds), f"{100 * r.hit_rate:.0f}%",
                  f"{100 * r.redundant_fraction:.0f}%", best]  # fmt: skip
         for task in tasks:
-            base = r.baselines.get(task, {})
-            noise = max((v[1] for v in base.values() if v and v[0] is not None), default=0.0)
+            found = r.simplified_meta.get(task) or r.meta.get(task)
             cells += [_pm(r.meta.get(task)), _pm(r.simplified_meta.get(task)),
-                      _versus(r.meta.get(task), base.get("lion"), noise)]  # fmt: skip
+                      _versus(found, r.baselines.get(task, {}))]  # fmt: skip
         cells.append(", ".join(r.traits) or "-")
+        cells += [family(r.program), f"{state_bytes(r.program)}"] if r.program else ["-", "-"]
         rows.append(cells)
     columns = ["journal", "algorithm", "seed", "candidates", "minutes", "generated/s",
                "trained/s", "hits", "redundant", "best search"]  # fmt: skip
     for task in tasks:
-        columns += [f"{task}: finalist", "simplified", "finalist vs tuned lion"]
-    columns.append("simplified uses")
+        columns += [f"{task}: finalist", "simplified", "simplified vs best baseline"]
+    columns += ["simplified uses", "family", "state bytes/param"]
     print_table(console, "searches", columns, rows, args.markdown, numeric=False)
     base_rows = []
     for task in tasks:
@@ -86,17 +86,20 @@ def _pm(value) -> str:
     return "failed" if value[0] is None else f"{value[0]:.4f} ± {value[1]:.4f}"
 
 
-def _versus(found, lion, noise: float) -> str:
-    """At least tuned Lion, or within ``noise`` (the largest seed std of the tuned baselines on
-    that task) of it, or below by how much."""
-    if not found or not lion or lion[0] is None:
+def _versus(found, baselines: dict) -> str:
+    """The margin over the best tuned baseline (by mean) in units of sigma, the largest seed
+    std of the tuned baselines on that task, as the discovery's targets count it."""
+    scored = {n: v for n, v in baselines.items() if v and v[0] is not None}
+    if not found or not scored:
         return "-"
     if found[0] is None:
         return "failed"
-    if found[0] >= lion[0]:
-        return ">= lion"
-    gap = lion[0] - found[0]
-    return f"within noise ({gap:.4f} < {noise:.4f})" if gap <= noise else f"below by {gap:.4f}"
+    name, (best, _) = max(scored.items(), key=lambda kv: kv[1][0])
+    sigma = max(v[1] for v in scored.values())
+    gap = found[0] - best
+    if not sigma > 0:
+        return f"{gap:+.4f} vs {name}"
+    return f"{gap / sigma:+.1f} sigma vs {name}"
 
 
 def show_journal(path: str, console: Console, top: int = 10, plot_path: str | None = None) -> int:

@@ -49,7 +49,7 @@ from optforge.search.population import (
 )
 from optforge.tasks import registry
 
-BASELINES = ("torch_adamw", "adamw", "lion")  # those the task has tuned
+BASELINES = ("torch_adamw", "adamw", "lion", "muon")  # those the task has tuned
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,11 @@
 
 After the search (PAPER.md, "funnel selection", "Simplification"):
 
-1. promote the distinct behaviours whose search fitness is at least the search task's tuned
-   AdamW plus ``margin`` (at most ``promote`` of them, best first);
+1. promote the distinct behaviours whose search fitness is at least the best of the search
+   task's tuned AdamW, Lion and Muon (``Task.strongest``, those tuned) plus ``margin`` (at most
+   ``promote`` of them, best first);
 2. re-score them on each funnel stage (tier B, then C) over ``stage_seeds``; those at least
-   the stage's tuned AdamW plus ``margin`` go on;
+   the best of the stage's tuned baselines plus ``margin`` go on;
 3. the best ``finalists`` are scored on the meta-validation tasks, which the search never
    trained on, over ``meta_seeds``;
 4. each finalist is simplified: ``optforge.program.simplify``, then ablation (drop the
@@ -105,13 +106,13 @@ def run_funnel(journal: Journal, executor, config: SearchConfig, log=print) -> l
     promoted, below = _promote(journal, config)
     log(
         f"funnel: {len(promoted)} promoted from {config.task}"
-        + (" (none beat tuned AdamW: the best goes on)" if below else "")
+        + (" (none beat the best tuned baseline: the best goes on)" if below else "")
     )
     survivors = promoted
     stage_scores: dict[int, dict[str, Score]] = {c: {} for c in promoted}
     for task in funnel.stages:
         scores = scorer.score(survivors, task, funnel.stage_seeds)
-        threshold = _baseline(journal, scorer, task, registry.get(task).adamw, funnel.stage_seeds)
+        threshold = _strongest(journal, scorer, task, funnel.stage_seeds)
         for c in survivors:
             stage_scores[c][task] = scores[c]
         passing = [c for c in survivors if _at_least(scores[c].mean, threshold.mean, funnel.margin)]
@@ -119,7 +120,10 @@ def run_funnel(journal: Journal, executor, config: SearchConfig, log=print) -> l
         below = below or not passing
         survivors = sorted(passing, key=lambda c: rank(scores[c].mean), reverse=True) or ranked[:1]
         journal.event("stage", {"task": task, "passed": passing, "went_on": survivors})
-        log(f"funnel: {len(passing)} of {len(scores)} beat tuned AdamW ({threshold}) on {task}")
+        log(
+            f"funnel: {len(passing)} of {len(scores)} beat the best tuned baseline "
+            f"({threshold}) on {task}"
+        )
     finalists = []
     for c in survivors[: funnel.finalists]:
         source = folded_program(journal.candidate(c)).source()
@@ -179,11 +183,13 @@ def _promote(journal: Journal, config: SearchConfig) -> tuple[list[int], bool]:
     """Distinct behaviours (the first candidate of each) by search fitness, best first."""
     ranked = sorted((f, c) for c, f in behaviour_fitness(journal).items() if f is not None)
     ranked.sort(key=lambda x: (-x[0], x[1]))
-    adamw = journal.candidates(
-        "kind = 'baseline' AND name = ?",
-        (baseline_name(registry.get(config.task).adamw, config.task),),
+    threshold = _best_of(
+        row["fitness"]
+        for name in registry.get(config.task).strongest
+        for row in journal.candidates(
+            "kind = 'baseline' AND name = ?", (baseline_name(name, config.task),)
+        )
     )
-    threshold = adamw[0]["fitness"] if adamw else None
     passing = [c for f, c in ranked if _at_least(f, threshold, config.funnel.margin)]
     if passing:
         return passing[: config.funnel.promote], False
@@ -205,6 +211,20 @@ def behaviour_fitness(journal: Journal) -> dict[int, float | None]:
         for fp, vs in values.items()
         if fp in first
     }
+
+
+def _strongest(journal, scorer: Scorer, task: str, seeds) -> Score:
+    """The best (by mean) of the task's tuned AdamW, Lion and Muon over ``seeds``: the bar a
+    program must clear. A baseline that failed does not set it."""
+    names = registry.get(task).strongest
+    scores = [_baseline(journal, scorer, task, name, seeds) for name in names]
+    ok = [s for s in scores if s.mean is not None]
+    return max(ok, key=lambda s: s.mean) if ok else Score(None, float("nan"), ())
+
+
+def _best_of(values) -> float | None:
+    """The largest of the values that are not None (None when there are none)."""
+    return max((v for v in values if v is not None), default=None)
 
 
 def _baseline(journal, scorer: Scorer, task: str, name: str, seeds) -> Score:

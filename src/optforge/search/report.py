@@ -121,7 +121,12 @@ def plot(journal: Journal, path: str | Path) -> Path:
     ax.plot(xs, best, color="tab:blue", linewidth=2, label="best so far", drawstyle="steps-post")
     if start is not None:
         ax.axhline(start, color="grey", linestyle=":", label="warm start")
-    colors = {"torch_adamw": "tab:orange", "adamw": "tab:red", "lion": "tab:green"}
+    colors = {
+        "torch_adamw": "tab:orange",
+        "adamw": "tab:red",
+        "lion": "tab:green",
+        "muon": "tab:purple",
+    }
     tuned = baselines(journal, config.task)
     for name, value in tuned.items():
         if value is not None:
@@ -191,10 +196,39 @@ def summarize(path: str | Path) -> RunSummary:
         journal.close()
 
 
+def family(source: str) -> str:
+    """The program's family in one word, from its live operations: ``orthogonalized`` (Muon's
+    kind; with AdamW-like or sign updates only where ``hidden`` is 0, as Muon runs), ``hybrid``
+    (an orthogonalized direction mixed with a sign or a second moment on the same tensors),
+    ``sign`` (Lion's kind), ``Adam-like`` (divides by a second moment), else ``momentum/SGD``."""
+    have = set(traits(source))
+    other = have & {"sign", "second moment"}
+    if "orthogonalized" in have:
+        return "hybrid" if other and "reads hidden" not in have else "orthogonalized"
+    if "sign" in have:
+        return "sign"
+    return "Adam-like" if "second moment" in have else "momentum/SGD"
+
+
+def state_bytes(source: str, dtype_bytes: int = 4) -> int:
+    """Optimizer-state bytes per parameter: the state slots the program keeps (reads or
+    writes) times the state dtype's size."""
+    from optforge.program import parse
+    from optforge.program.analysis import analyze
+
+    program = parse(source)
+    redundant = analyze(program).redundant
+    live = [s for i, s in enumerate(program.statements) if i not in redundant]
+    reads = {a for s in live for a in s.args if isinstance(a, str)}
+    slots = [v for v in program.returns[1:] if v in reads]
+    return dtype_bytes * len(set(slots))
+
+
 def traits(source: str) -> tuple[str, ...]:
     """What a program's live statements do, in the paper's terms: ``sign``; ``EMA state`` (a
     state slot returns an ``interp`` of new values and its old value); ``second moment``
-    (``sqrt``/``rsqrt``); ``reads w`` (decay, or a bound as in ``clip(u, w)``); ``ignores lr``
+    (``sqrt``/``rsqrt``); ``orthogonalized``; ``reads w`` (decay, or a bound as in
+    ``clip(u, w)``); ``reads hidden`` (treats hidden matrices apart); ``ignores lr``
     (no schedule: the step size is a constant of the program)."""
     from optforge.program import parse
     from optforge.program.analysis import analyze
@@ -206,6 +240,8 @@ def traits(source: str) -> tuple[str, ...]:
     reads = {a for s in live for a in s.args if isinstance(a, str)}
     last = {s.target: s for s in live}  # the statement that sets each name's final value
     out = []
+    if "orthogonalize" in ops:
+        out.append("orthogonalized")
     if "sign" in ops:
         out.append("sign")
     for state in program.returns[1:]:
@@ -217,6 +253,8 @@ def traits(source: str) -> tuple[str, ...]:
         out.append("second moment")
     if "w" in reads:
         out.append("reads w")
+    if "hidden" in reads:
+        out.append("reads hidden")
     if "lr" not in reads:
         out.append("ignores lr")
     return tuple(out)

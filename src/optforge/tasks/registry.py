@@ -168,6 +168,24 @@ class Task:
         """The AdamW baseline to compare with: torch's (bias correction, eps) where tuned."""
         return "torch_adamw" if "torch_adamw" in dict(self.baselines) else "adamw"
 
+    @property
+    def strongest(self) -> tuple[str, ...]:
+        """The baselines a discovery must beat: tuned AdamW, Lion and Muon, those tuned."""
+        tuned = dict(self.baselines)
+        return tuple(n for n in (self.adamw, "lion", "muon") if n in tuned)
+
+    def adam_part(self) -> tuple[float, ...]:
+        """Tuned AdamW as ``(eta, weight decay, beta1, beta2)``: the AdamW half of Muon as
+        users run it."""
+        tuned = dict(self.baselines)
+        if self.adamw in tuned:
+            eta, wd, *betas = tuned[self.adamw]
+            return (eta, wd, *(betas or MUON_DEFAULT_ADAM))
+        raise KeyError(
+            f"task {self.name!r} has no tuned AdamW: tune it before Muon, whose "
+            f"non-matrix tensors it trains (optforge tune --optimizers torch_adamw)"
+        )
+
     def baseline(self, name: str) -> Program | Builtin:
         """The tuned library optimizer ``name`` as a program for this task."""
         params = dict(self.baselines).get(name)
@@ -191,17 +209,36 @@ BASELINE_FACTORIES = {
 }
 # AdamW as torch.optim.AdamW runs it (bias correction, eps): a built-in, not a program
 BUILTIN_BASELINES = ("torch_adamw",)
+# Muon as users run it: Muon on the hidden matrices, AdamW on the rest
+MUON_DEFAULT_ADAM = (0.9, 0.999)
+
+
+def muon_baseline(eta: float, weight_decay: float, adam_eta: float, adam_weight_decay: float,
+                  *adam_betas: float) -> Program:  # fmt: skip
+    """``library.muon`` at step size ``eta`` and decoupled decay ``weight_decay`` on hidden
+    matrices, its AdamW part (bias-corrected, eps 1e-8) at ``adam_eta`` and
+    ``adam_weight_decay`` on every other tensor: the task's tuned AdamW, so that tuning Muon
+    tunes only Muon's own two numbers."""
+    if eta <= 0 or adam_eta <= 0:
+        raise ValueError(f"muon: step sizes must be > 0, got eta={eta}, adam_eta={adam_eta}")
+    program = library.muon(weight_decay=weight_decay, adam_lr_ratio=adam_eta / eta,
+                           adam_betas=tuple(adam_betas) or MUON_DEFAULT_ADAM,
+                           adam_weight_decay=adam_weight_decay)  # fmt: skip
+    return with_step_size(program, eta)
 
 
 def baseline_program(name: str, eta: float, weight_decay: float = 0.0,
                      *betas: float) -> Program | Builtin:  # fmt: skip
     """A library optimizer with step size ``eta``, decoupled weight decay (times lr) and,
-    for AdamW and Lion, optional ``(beta1, beta2)``."""
+    for AdamW and Lion, optional ``(beta1, beta2)``; for Muon, its AdamW part's
+    ``(eta, weight decay, beta1, beta2)`` (``muon_baseline``)."""
     if name == "torch_adamw":
         b1, b2 = betas or (0.9, 0.999)
         return Builtin("torch_adamw", float(eta), float(b1), float(b2), 1e-8, float(weight_decay))
+    if name == "muon":
+        return muon_baseline(eta, weight_decay, *betas)
     if name not in BASELINE_FACTORIES:
-        known = (*BASELINE_FACTORIES, *BUILTIN_BASELINES)
+        known = (*BASELINE_FACTORIES, *BUILTIN_BASELINES, "muon")
         raise ValueError(f"unknown baseline {name!r} (known: {', '.join(known)})")
     return with_step_size(BASELINE_FACTORIES[name](weight_decay, *betas), eta)
 
@@ -272,7 +309,9 @@ TASKS: dict[str, Task] = {
 
 # Tuned step size and weight decay per task and baseline: the best of `optforge tune --task T`
 # on seeds 0-2 (0-1 for the long-horizon proxies and the new meta-validation tasks; tables
-# and fresh-seed re-measurements: docs/tasks.md and docs/data/tune-TASK.md).
+# and fresh-seed re-measurements: docs/tasks.md and docs/data/tune-TASK.md). Muon's entries
+# are (eta, wd, then its AdamW part: eta, wd, beta1, beta2), the AdamW part the task's tuned
+# AdamW (`optforge tune --optimizers muon --seeds 2 --held-out-seeds 5 --extend 2`).
 BASELINES: dict[str, dict[str, tuple[float, ...]]] = {
     "fmnist-vit-a": {"sgd": (1.0, 0.0), "momentum": (0.3, 0.0), "adamw": (0.01, 0.0),
                      "lion": (0.03, 0.0)},
@@ -287,10 +326,12 @@ BASELINES: dict[str, dict[str, tuple[float, ...]]] = {
     "mnist5k-vit-meta": {"sgd": (1.0, 0.0), "momentum": (0.3, 0.0), "adamw": (0.003, 0.0),
                          "lion": (0.01, 1.0)},
     "digits-mlp-test": {"sgd": (1.0, 0.0), "momentum": (0.3, 0.0), "adamw": (0.01, 0.0),
-                        "lion": (0.03, 1.0)},
-    "digits-mlp-test-b": {"sgd": (1.0, 0.0), "adamw": (0.01, 0.0), "lion": (0.01, 1.0)},
+                        "lion": (0.03, 1.0), "muon": (1.0, 0.1, 0.01, 0.0, 0.9, 0.999)},
+    "digits-mlp-test-b": {"sgd": (1.0, 0.0), "adamw": (0.01, 0.0), "lion": (0.01, 1.0),
+                          "muon": (0.316227766017, 0.0, 0.01, 0.0, 0.9, 0.999)},
     "fmnist-mlp-p": {"sgd": (0.3, 0.0), "momentum": (0.1, 0.0), "adamw": (0.01, 0.1),
-                     "lion": (0.01, 1.0), "torch_adamw": (0.031622776602, 0.0, 0.9, 0.999)},
+                     "lion": (0.01, 1.0), "torch_adamw": (0.031622776602, 0.0, 0.9, 0.999),
+                     "muon": (0.1, 0.0, 0.031622776602, 0.0, 0.9, 0.999)},
     "shakespeare-lm-p": {"sgd": (1.0, 0.0), "momentum": (1.0, 0.0), "adamw": (0.01, 0.0),
                          "lion": (0.03, 1.0), "torch_adamw": (0.031622776602, 0.0, 0.9, 0.95)},
     "fmnist-vit-meta": {"sgd": (1.0, 0.0), "torch_adamw": (0.031622776602, 0.1, 0.9, 0.95),
@@ -298,7 +339,8 @@ BASELINES: dict[str, dict[str, tuple[float, ...]]] = {
     "kjv-lm-meta-l": {"sgd": (1.0, 0.0), "torch_adamw": (0.031622776602, 0.1, 0.9, 0.95),
                       "lion": (0.031622776602, 1.0, 0.9, 0.99)},
     "mnist5k-mlp-test": {"sgd": (0.3, 0.0), "adamw": (0.003, 0.0), "lion": (0.01, 0.0),
-                         "torch_adamw": (0.031622776602, 1.0, 0.9, 0.95)},
+                         "torch_adamw": (0.031622776602, 1.0, 0.9, 0.95),
+                         "muon": (1.0, 0.1, 0.031622776602, 1.0, 0.9, 0.95)},
     "shakespeare-lm-test": {"sgd": (1.0, 0.0), "adamw": (0.01, 0.0)},
 }  # fmt: skip
 # The funnel after each search task: (stages of growing cost, meta-validation tasks).

@@ -30,6 +30,9 @@ class Grid:
 
 
 HALF_DECADES = tuple(round(10 ** (e / 2), 12) for e in range(-8, -1))  # 1e-4, 3.16e-4, ... 1e-1
+# Muon's step on hidden matrices: its orthogonalized update has unit singular values, so the
+# good step sizes sit higher than Adam's (torch's 1e-3 default up to Keller Jordan's 0.02-0.05)
+MUON_ETAS = tuple(round(10 ** (e / 2), 12) for e in range(-6, 0))  # 1e-3 ... 0.316
 GRIDS: dict[str, Grid] = {
     "sgd": Grid((0.03, 0.1, 0.3, 1.0, 3.0), (0.0,)),
     "momentum": Grid((0.01, 0.03, 0.1, 0.3, 1.0), (0.0,)),
@@ -37,6 +40,8 @@ GRIDS: dict[str, Grid] = {
     "lion": Grid((3e-4, 1e-3, 3e-3, 1e-2, 3e-2), (0.0, 1.0)),
     # AdamW as users run it (torch.optim.AdamW), two beta pairs, a wide log grid
     "torch_adamw": Grid(HALF_DECADES[1:], (0.0, 0.01, 0.1, 1.0), ((0.9, 0.999), (0.9, 0.95))),
+    # Muon as users run it; its AdamW part is the task's tuned AdamW (``Task.adam_part``)
+    "muon": Grid(MUON_ETAS, (0.0, 0.01, 0.1, 1.0)),
 }
 # issue-10 style wide grids for Lion: its two recommended beta pairs, 3-10x larger decays
 WIDE_GRIDS: dict[str, Grid] = {
@@ -126,7 +131,7 @@ def tune(
         raise ValueError(f"unknown optimizers {unknown} (known: {', '.join(grids)})")
     tuned = []
     for name in optimizers:
-        configs = grids[name].configs()
+        configs = _configs(task, name, grids[name])
         grid = _sweep(task, name, configs, seeds, progress, device)
         for _ in range(extend):
             best = _best(grid)
@@ -134,7 +139,8 @@ def tune(
             if best is None or etas[0] < best[0] < etas[-1]:
                 break
             eta = best[0] * (10**0.5 if best[0] == etas[-1] else 10**-0.5)
-            more = [(round(eta, 12), *c[1:]) for c in configs if c[0] == best[0]]
+            # every setting of the other axes at the best step size, extended ones included
+            more = [(round(eta, 12), *c[1:]) for c in grid if c[0] == best[0]]
             grid.update(_sweep(task, name, more, seeds, progress, device))
         best = _best(grid)
         etas = sorted({c[0] for c in grid})
@@ -152,6 +158,13 @@ def tune(
         out.append(Tuned(t.optimizer, t.grid, t.best, Summary.of(held[i : i + n]), t.on_edge))
         i += n
     return out
+
+
+def _configs(task: Task, name: str, grid: Grid) -> list[tuple[float, ...]]:
+    """The grid's settings; Muon's carry the task's tuned AdamW for its non-matrix tensors."""
+    if name != "muon":
+        return grid.configs()
+    return [(eta, wd, *task.adam_part()) for eta in grid.etas for wd in grid.weight_decays]
 
 
 def _sweep(task, name, configs, seeds, progress,
