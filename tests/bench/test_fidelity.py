@@ -95,3 +95,25 @@ def test_a_duplicate_or_empty_entry_is_a_clear_error(tmp_path):
     path.write_text("## nothing here\n\n## sgd\n" + baseline_program("sgd", 1.0).source())
     with pytest.raises(ValueError, match="has no program"):
         fidelity.read_sample(path)
+
+
+def test_the_muon_family_in_the_sample_is_valid_distinct_and_kept(tmp_path):
+    from optforge.bench import sample
+    from optforge.program.analysis import analyze
+    from optforge.program.fingerprint import behaviour
+    from optforge.search.report import family
+
+    rows = sample.muon_family()
+    for name, program in rows:
+        assert analyze(program).valid, name
+        assert behaviour(program)[1], name  # finite on the fingerprint inputs
+    behaviours = {behaviour(p)[0] for _, p in rows}
+    assert len(behaviours) == len(rows)  # nine different updates, not renamings
+    families = {family(p.source()) for _, p in rows}
+    assert families == {"orthogonalized", "hybrid"}
+    # an earlier sample is kept in order, and only what it lacks is added
+    old = samples()
+    built = sample.build([], 1, keep=old)
+    assert built[: len(old)] == old
+    assert {s.name for s in built} >= {name for name, _ in rows}
+    assert len({s.key for s in built}) == len(built)

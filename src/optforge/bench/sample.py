@@ -17,8 +17,11 @@ from optforge.tasks.builtin import Builtin
 from optforge.tasks.registry import baseline_program, with_step_size
 
 
-def build(journals: Sequence[str], per_journal: int) -> list[Sample]:
-    samples: list[Sample] = []
+def build(journals: Sequence[str], per_journal: int,
+          keep: Sequence[Sample] = ()) -> list[Sample]:  # fmt: skip
+    """``keep`` (an earlier sample, whose journals may be gone), then ``per_journal`` programs
+    of each journal, then the known programs; the first of identical programs stays."""
+    samples: list[Sample] = list(keep)
     for path in journals:
         samples += from_journal(path, per_journal)
     samples += known()
@@ -101,5 +104,43 @@ def known() -> list[Sample]:
         ("hand:adamw ignoring the schedule (constant 3e-3)",
          _constant_step(library.adamw(0.9, 0.999, eps=1e-8), 3e-3)),
         ("hand:warm start x10", scaled(library.paper_warm_start(), 10.0)),
+        *muon_family(),
     ]  # fmt: skip
     return [Sample(name, program) for name, program in rows]
+
+
+def muon_family() -> list[tuple[str, Program]]:
+    """The matrix language's known programs: Muon as users run it at two settings and its
+    traps (x10, x1/10, no schedule), Muon without its AdamW part, orthogonalized Adam, and
+    two hybrids (Muon with Lion off the hidden matrices; Muon's direction plus a sign)."""
+    momentum = ["v1 = interp(g, v1, 0.95)", "n = interp(g, v1, 0.95)"]
+    orthogonal = [*momentum, "o = orthogonalize(n)", "o = o * aspect"]
+    everywhere = library.from_body(*orthogonal, "update = o * lr", "return update, v1, v2")
+    adam = library.from_body(
+        "v1 = interp(g, v1, 0.9)", "g2 = square(g)", "v2 = interp(g2, v2, 0.999)",
+        "s = sqrt(v2)", "s = s + 1e-08", "a = v1 / s", "o = orthogonalize(a)", "o = o * aspect",
+        "update = o * lr", "return update, v1, v2",
+    )  # fmt: skip
+    with_lion = library.from_body(
+        *orthogonal, "c = interp(g, v1, 0.9)", "c = sign(c)", "c = c * 0.1",
+        "u = interp(c, o, hidden)", "update = u * lr", "return update, v1, v2",
+    )  # fmt: skip
+    plus_sign = library.from_body(
+        *orthogonal, "c = sign(n)", "c = c * 0.05", "u = o + c", "update = u * lr",
+        "return update, v1, v2",
+    )  # fmt: skip
+    muon = library.muon(weight_decay=0.0, adam_lr_ratio=0.316)
+    return [
+        ("library:muon as users run it (eta 0.1, AdamW 0.0316)",
+         baseline_program("muon", 0.1, 0.0, 0.0316, 0.0)),
+        ("library:muon as users run it (eta 0.03 wd 0.1, AdamW 0.01 betas 0.9,0.95)",
+         baseline_program("muon", 0.03, 0.1, 0.01, 0.0, 0.9, 0.95)),
+        ("hand:muon 10x too large (eta 1)", with_step_size(muon, 1.0)),
+        ("hand:muon 10x too small (eta 0.01)", with_step_size(muon, 0.01)),
+        ("hand:muon ignoring the schedule (constant 0.03)", _constant_step(muon, 0.03)),
+        ("hand:muon without the AdamW part (eta 0.03)", with_step_size(everywhere, 0.03)),
+        ("hand:orthogonalized adam (eta 0.03)", with_step_size(adam, 0.03)),
+        ("hand:muon with lion off the hidden matrices (eta 0.03)",
+         with_step_size(with_lion, 0.03)),
+        ("hand:muon plus 0.05 x sign (eta 0.03)", with_step_size(plus_sign, 0.03)),
+    ]  # fmt: skip

@@ -50,6 +50,12 @@ def add_fidelity_commands(benches) -> None:
         help="programs per journal, evenly spread over its fitness range",
     )
     sample.add_argument("-o", "--output", default=DEFAULT_SAMPLE)
+    sample.add_argument(
+        "--keep",
+        metavar="SAMPLE",
+        help="start from an earlier sample file (its journals may be gone) and add what it "
+        "lacks: new known programs, more journals",
+    )
     sample.set_defaults(handler=_sample)
 
 
@@ -102,16 +108,27 @@ def _sample(args: argparse.Namespace, console: Console) -> int:
     from optforge.bench import fidelity, sample
 
     try:
-        samples = sample.build(args.journals, args.per_journal)
+        keep = fidelity.read_sample(args.keep) if args.keep else []
+        samples = sample.build(args.journals, args.per_journal, keep)
     except (OSError, ValueError, LookupError) as e:
         console.print(f"[red]error:[/red] {e}", highlight=False)
         return 2
     header = (
         "Programs for `optforge bench fidelity`, written by `optforge bench fidelity-sample "
-        + " ".join([*args.journals, f"--per-journal {args.per_journal}"])
+        + " ".join(
+            [
+                *args.journals,
+                f"--per-journal {args.per_journal}",
+                *([f"--keep {args.keep}"] if args.keep else []),
+            ]
+        )
         + "`.\nJournal programs carry their search fitness in their name; library and "
         "hand-written ones their step size."
     )
+    if args.keep:  # the kept programs' own provenance
+        kept = [line[2:] for line in Path(args.keep).read_text().splitlines()
+                if line.startswith("# ")]  # fmt: skip
+        header += "\nKept from " + args.keep + ":\n" + "\n".join(kept)
     fidelity.write_sample(args.output, samples, header)
     console.print(f"wrote {len(samples)} programs to {args.output}")
     return 0
