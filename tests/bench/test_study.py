@@ -72,8 +72,8 @@ def test_study_writes_table_and_plots(tmp_path, capsys):
 def test_a_killed_study_resumes_without_repeating_a_finished_run(tmp_path):
     out = tmp_path / "k"
     argv = [sys.executable, "-m", "optforge", "study", "--task", "digits-mlp", "--steps",
-            "200", "--seeds", "3", "--optimizers", "lion,adamw", "--wd", "0", "--extend", "0",
-            "--out", str(out)]  # fmt: skip
+            "200", "--seeds", "3", "--optimizers", "lion,adamw,muon", "--lr", "muon=0.02",
+            "--wd", "0", "--extend", "0", "--out", str(out)]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = out / "study.db"
     deadline = time.monotonic() + 300
@@ -83,15 +83,15 @@ def test_a_killed_study_resumes_without_repeating_a_finished_run(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     before = {r["key"]: r["finished"] for r in study.Store(db).rows()}
-    planned = study.plan(
-        "digits-mlp", ["lion", "adamw"], seeds=3, steps=200, wd="0", extend=0
-    ).size()
+    planned = study.plan("digits-mlp", ["lion", "adamw", "muon"], seeds=3, steps=200,
+                         lr="muon=0.02", wd="0", extend=0).size()  # fmt: skip
     assert 2 <= len(before) < planned
     done = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     after = {r["key"]: r["finished"] for r in study.Store(db).rows()}
     assert len(after) == planned
     assert all(after[k] == t for k, t in before.items())  # finished runs were not redone
+    assert sum('"muon"' in k for k in after) == 3  # on tuned AdamW, after it
 
 
 def _count(db: Path) -> int:

@@ -9,6 +9,7 @@ run. The report (``study_report.py``) turns the store into tables and plots.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sqlite3
@@ -22,6 +23,7 @@ from torch import nn
 
 import optforge
 from optforge.bench.study_tasks import TASKS, StudyTask
+from optforge.optim.hidden import hidden_names
 from optforge.optim.lion import ADAMW_RATIO
 
 # name -> (what it is, default lr grid, default weight-decay grid); grids are log-spaced
@@ -36,8 +38,11 @@ OPTIMIZERS: dict[str, tuple[str, str, str]] = {
     "adafactor": ("torch.optim.Adafactor", "1e-3:3e-2:4", "0.003:0.1:3"),
     # no grid of its own: run after AdamW is tuned, at Lion.from_adamw(AdamW's best lr and wd)
     "lion-from-adamw": ("optforge.Lion.from_adamw(tuned AdamW's lr, wd): lr / 10, wd x 10", "", ""),
+    # its grid is Muon's lr and wd only: the rest of the model runs at the study's tuned AdamW
+    "muon": ("Muon on hidden matrices, the tuned AdamW elsewhere", "3e-3:0.3:5", "0.01:1:3"),
 }
 DERIVED = "lion-from-adamw"
+ON_ADAMW = ("muon",)  # gridded, but only once AdamW is tuned (its part runs at AdamW's best)
 PROGRAM_GRID = ("1/3:3:3", "0")  # a program's lr multiplies its own step size
 
 
@@ -99,9 +104,15 @@ def _program(spec: str):
     return load_program(spec, Console(quiet=True))
 
 
-def make_optimizer(name: str, model: nn.Module, lr: float, wd: float, wd_on: str):
+def make_optimizer(name: str, model: nn.Module, lr: float, wd: float, wd_on: str,
+                   adamw: tuple[float, float] | None = None):  # fmt: skip
     """The optimizer ``name`` on ``model``: decay on matrices only (``wd_on='matrices'``) or
-    on every parameter (``'all'``)."""
+    on every parameter (``'all'``). ``adamw`` is tuned AdamW's (lr, wd), which ``muon``
+    runs its non-hidden tensors at."""
+    if name == "muon":
+        if adamw is None:
+            raise ValueError("muon runs its non-hidden tensors at tuned AdamW: pass adamw=(lr, wd)")
+        return muon_optimizer(model, lr, wd, *adamw, wd_on)
     decay = [p for p in model.parameters() if p.dim() >= 2 or wd_on == "all"]
     rest = [p for p in model.parameters() if not (p.dim() >= 2 or wd_on == "all")]
     groups = [{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
@@ -126,6 +137,41 @@ def make_optimizer(name: str, model: nn.Module, lr: float, wd: float, wd_on: str
     return optforge.ProgramOptimizer(model.parameters(), program, lr=lr, nonfinite="skip")
 
 
+def muon_hidden(model: nn.Module) -> set[str]:
+    """The names Muon steps: ``hidden_names`` (Linear/Conv weights but the head and
+    embeddings) plus ``nn.MultiheadAttention``'s fused Q/K/V matrix, a bare parameter the
+    layer rule does not see but users hand to Muon with the other 2-D block weights."""
+    fused = {f"{prefix}.in_proj_weight" if prefix else "in_proj_weight"
+             for prefix, m in model.named_modules()
+             if isinstance(m, nn.MultiheadAttention) and m.in_proj_weight is not None}  # fmt: skip
+    return hidden_names(model) | fused
+
+
+def muon_optimizer(model: nn.Module, lr: float, wd: float, adamw_lr: float, adamw_wd: float,
+                   wd_on: str = "matrices") -> optforge.ProgramOptimizer:  # fmt: skip
+    """``torch.optim.Muon(lr, weight_decay=wd)`` (momentum 0.95, Nesterov) on
+    :func:`muon_hidden` and ``torch.optim.AdamW(adamw_lr, weight_decay=adamw_wd)`` on the rest,
+    as one optimizer so one schedule scales both: ``library.muon`` with ``adam_lr_ratio =
+    adamw_lr / lr`` (AdamW's lr follows Muon's through the schedule). AdamW's decay goes where
+    the study puts AdamW's (``wd_on``); Newton-Schulz runs in fp32, not torch's bf16."""
+    from optforge.program import library
+
+    hidden = muon_hidden(model)
+    ratio = adamw_lr / lr
+    groups: list[dict] = [
+        {"params": [], "hidden": True, "program": library.muon(weight_decay=wd,
+                                                                 adam_lr_ratio=ratio)},
+        {"params": [], "hidden": False, "program": library.muon(
+            adam_lr_ratio=ratio, adam_weight_decay=adamw_wd)},
+        {"params": [], "hidden": False, "program": library.muon(adam_lr_ratio=ratio)},
+    ]  # fmt: skip
+    for name, p in model.named_parameters():
+        decays = p.dim() >= 2 or wd_on == "all"
+        groups[0 if name in hidden else 1 if decays else 2]["params"].append(p)
+    groups = [g for g in groups if g["params"]]
+    return optforge.ProgramOptimizer(groups, groups[0]["program"], lr=lr, nonfinite="skip")
+
+
 @dataclass(frozen=True)
 class RunKey:
     task: str
@@ -136,9 +182,14 @@ class RunKey:
     lr: float
     wd: float
     seed: int
+    adamw: tuple[float, float] | None = None  # muon: the tuned AdamW (lr, wd) it ran with
 
     def text(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        """The store's key; ``adamw`` only when set, so runs stored before it keep theirs."""
+        fields = asdict(self)
+        if self.adamw is None:
+            del fields["adamw"]
+        return json.dumps(fields, sort_keys=True)
 
 
 @dataclass
@@ -153,7 +204,7 @@ def train(task: StudyTask, key: RunKey, wd_on: str = "matrices", evals: int = 10
     """One run: seeded init and batches, warm-up (5%) then cosine decay to 0."""
     torch.manual_seed(key.seed)
     model = task.build(key.size)
-    opt = make_optimizer(key.optimizer, model, key.lr, key.wd, wd_on)
+    opt = make_optimizer(key.optimizer, model, key.lr, key.wd, wd_on, key.adamw)
     warm = max(1, key.steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda t: (t + 1) / warm if t < warm
@@ -227,9 +278,10 @@ class Store:
 class Plan:
     """What to train, in stages: every grid point at seeds ``0..tune_seeds-1``; up to
     ``extend`` rounds that add a grid value beyond an edge where the best point sits (so no
-    optimum is an artefact of the grid); the remaining seeds at each optimizer's best point;
-    then ``lion-from-adamw`` (if asked for) at every seed. With ``tune_seeds == seeds`` every
-    grid point gets every seed."""
+    optimum is an artefact of the grid); the remaining seeds at each optimizer's best point.
+    Then what builds on tuned AdamW: ``lion-from-adamw`` (if asked for) at every seed, and
+    ``muon``'s own grid, extensions and seeds with AdamW's part at AdamW's best. With
+    ``tune_seeds == seeds`` every grid point gets every seed."""
 
     task: str
     optimizers: tuple[str, ...]
@@ -251,45 +303,57 @@ class Plan:
             for batch in self.batches:
                 yield size, batch
 
-    def gridded(self) -> list[str]:
-        return [o for o in self.optimizers if o != DERIVED]
+    def gridded(self, on_adamw: bool | None = None) -> list[str]:
+        """The optimizers with a grid; ``on_adamw`` True/False: only those that do / do not
+        wait for tuned AdamW."""
+        return [o for o in self.optimizers if o != DERIVED
+                and (on_adamw is None or (o in ON_ADAMW) == on_adamw)]  # fmt: skip
 
-    def key(self, size: str, batch: int, opt: str, lr: float, wd: float, seed: int) -> RunKey:
-        return RunKey(self.task, size, batch, self.steps, opt, lr, wd, seed)
+    def key(self, size: str, batch: int, opt: str, lr: float, wd: float, seed: int,
+            adamw: tuple[float, float] | None = None) -> RunKey:  # fmt: skip
+        return RunKey(self.task, size, batch, self.steps, opt, lr, wd, seed, adamw)
 
-    def grid(self, finals: dict[str, float | None] | None = None) -> Iterator[RunKey]:
-        """Stage 1 (needs no results)."""
+    def _cells(self, finals, on_adamw: bool):
+        """(size, batch, optimizer, AdamW's best or None) for the optimizers of one phase;
+        an optimizer waiting for AdamW is left out where AdamW has no best yet."""
         for size, batch in self.cells():
-            for opt in self.gridded():
-                for lr in self.lr[opt]:
-                    for wd in self.wd[opt]:
-                        for seed in range(self.tuning):
-                            yield self.key(size, batch, opt, lr, wd, seed)
+            base = self.best(finals, size, batch, "adamw") if on_adamw else None
+            for opt in self.gridded(on_adamw):
+                if not on_adamw or base is not None:
+                    yield size, batch, opt, base
 
-    def extensions(self, finals: dict[str, float | None]) -> Iterator[RunKey]:
+    def grid(self, finals: dict[str, float | None], on_adamw: bool = False) -> Iterator[RunKey]:
+        """Stage 1: every grid point at the tuning seeds."""
+        for size, batch, opt, base in self._cells(finals, on_adamw):
+            for lr in self.lr[opt]:
+                for wd in self.wd[opt]:
+                    for seed in range(self.tuning):
+                        yield self.key(size, batch, opt, lr, wd, seed, base)
+
+    def extensions(self, finals: dict[str, float | None],
+                   on_adamw: bool = False) -> Iterator[RunKey]:  # fmt: skip
         """One round: where an optimizer's best point sits at the end of a log grid, the next
         value beyond it (one grid step) with every value of the other axis."""
-        for size, batch in self.cells():
-            for opt in self.gridded():
-                top = self.best(finals, size, batch, opt)
-                if top is None:
-                    continue
-                lrs, wds = self.axes(finals, size, batch, opt)
-                new_lrs = _beyond(top[0], lrs, self.lr[opt], self.extend)
-                new_wds = _beyond(top[1], wds, self.wd[opt], self.extend)
-                points = [(lr, wd) for lr in new_lrs for wd in wds]
-                points += [(lr, wd) for lr in lrs + new_lrs for wd in new_wds]
-                for lr, wd in points:
-                    for seed in range(self.tuning):
-                        yield self.key(size, batch, opt, lr, wd, seed)
+        for size, batch, opt, base in self._cells(finals, on_adamw):
+            top = self.best(finals, size, batch, opt, base)
+            if top is None:
+                continue
+            lrs, wds = self.axes(finals, size, batch, opt, base)
+            new_lrs = _beyond(top[0], lrs, self.lr[opt], self.extend)
+            new_wds = _beyond(top[1], wds, self.wd[opt], self.extend)
+            points = [(lr, wd) for lr in new_lrs for wd in wds]
+            points += [(lr, wd) for lr in lrs + new_lrs for wd in new_wds]
+            for lr, wd in points:
+                for seed in range(self.tuning):
+                    yield self.key(size, batch, opt, lr, wd, seed, base)
 
-    def confirmations(self, finals: dict[str, float | None]) -> Iterator[RunKey]:
+    def confirmations(self, finals: dict[str, float | None],
+                      on_adamw: bool = False) -> Iterator[RunKey]:  # fmt: skip
         """The seeds left, at each optimizer's best point."""
-        for size, batch in self.cells():
-            for opt in self.gridded():
-                top = self.best(finals, size, batch, opt)
-                for seed in range(self.tuning, self.seeds) if top else ():
-                    yield self.key(size, batch, opt, *top, seed)
+        for size, batch, opt, base in self._cells(finals, on_adamw):
+            top = self.best(finals, size, batch, opt, base)
+            for seed in range(self.tuning, self.seeds) if top else ():
+                yield self.key(size, batch, opt, *top, seed, base)
 
     def derived(self, finals: dict[str, float | None]) -> Iterator[RunKey]:
         """Lion at ``Lion.from_adamw`` of tuned AdamW, every seed."""
@@ -301,35 +365,46 @@ class Plan:
                 lr, wd = top[0] / ADAMW_RATIO, top[1] * ADAMW_RATIO
                 yield self.key(size, batch, DERIVED, lr, wd, seed)
 
-    def axes(self, finals: dict[str, float | None], size: str, batch: int,
-             opt: str) -> tuple[list[float], list[float]]:  # fmt: skip
+    def stages(self) -> list[Callable[[dict[str, float | None]], Iterator[RunKey]]]:
+        """In order; each picks its runs from the results of the ones before."""
+        first = [self.grid, *[self.extensions] * self.extend, self.confirmations, self.derived]
+        if not self.gridded(on_adamw=True):
+            return first
+        on = [self.grid, *[self.extensions] * self.extend, self.confirmations]
+        return first + [functools.partial(stage, on_adamw=True) for stage in on]
+
+    def axes(self, finals: dict[str, float | None], size: str, batch: int, opt: str,
+             adamw: tuple[float, float] | None = None,
+             ) -> tuple[list[float], list[float]]:  # fmt: skip
         """The lr and wd values tried so far: the grid's and the extensions found in
-        ``finals`` (so a resumed study sees its extensions again)."""
+        ``finals`` (so a resumed study sees its extensions again); for an optimizer run on
+        tuned AdamW, only its runs on that AdamW setting."""
         lrs, wds = set(self.lr[opt]), set(self.wd[opt])
-        here = self.key(size, batch, opt, 0.0, 0.0, 0)
+        here = json.loads(self.key(size, batch, opt, 0.0, 0.0, 0, adamw).text())
+        fields = ("task", "size", "batch", "steps", "optimizer")
         for text in finals:
             key = json.loads(text)
-            if all(key[f] == getattr(here, f) for f in ("task", "size", "batch", "steps",
-                                                         "optimizer")):  # fmt: skip
+            if all(key[f] == here[f] for f in fields) and key.get("adamw") == here.get("adamw"):
                 lrs.add(key["lr"])
                 wds.add(key["wd"])
         return sorted(lrs), sorted(wds)
 
-    def best(self, finals: dict[str, float | None], size: str, batch: int,
-             opt: str) -> tuple[float, float] | None:  # fmt: skip
+    def best(self, finals: dict[str, float | None], size: str, batch: int, opt: str,
+             adamw: tuple[float, float] | None = None) -> tuple[float, float] | None:  # fmt: skip
         """The point with the best mean final metric over the tuning seeds (a diverged seed
         sinks its point); None when every point diverged."""
         scores = {}
-        lrs, wds = self.axes(finals, size, batch, opt)
+        lrs, wds = self.axes(finals, size, batch, opt, adamw)
         for lr in lrs:
             for wd in wds:
-                values = [finals.get(self.key(size, batch, opt, lr, wd, s).text())
+                values = [finals.get(self.key(size, batch, opt, lr, wd, s, adamw).text())
                           for s in range(self.tuning)]  # fmt: skip
                 if all(v is not None for v in values):
                     scores[(lr, wd)] = sum(values) / len(values)
         return max(scores, key=scores.get) if scores else None
 
     def size(self) -> int:
+        """Runs before any grid extension."""
         per_cell = sum(len(self.lr[o]) * len(self.wd[o]) * self.tuning for o in self.gridded())
         per_cell += len(self.gridded()) * (self.seeds - self.tuning)
         per_cell += self.seeds if DERIVED in self.optimizers else 0
@@ -367,6 +442,11 @@ def plan(task: str, optimizers: list[str], seeds: int = 3, sizes: list[str] | No
     if DERIVED in optimizers and "adamw" not in optimizers:
         raise ValueError(f"{DERIVED} is Lion.from_adamw of tuned AdamW: add adamw to the "
                          f"optimizers")  # fmt: skip
+    for name in ON_ADAMW:
+        if name in optimizers and "adamw" not in optimizers:
+            raise ValueError(f"{name} runs its non-hidden tensors at the study's tuned "
+                             f"AdamW, tuned first in the same study: add adamw to the "
+                             f"optimizers")  # fmt: skip
     if not 0 <= extend <= 10:
         raise ValueError(f"extend {extend} must be between 0 and 10 rounds")
     if tune_seeds is not None and not 1 <= tune_seeds <= seeds:
@@ -405,11 +485,10 @@ def run(plan: Plan, store: Store, wd_on: str = "matrices",
     settings from the results of the ones before); returns how many were trained."""
     spec = TASKS[plan.task]()
     total, finished, trained = plan.size(), 0, 0
-    stages = [plan.grid, *[plan.extensions] * plan.extend, plan.confirmations, plan.derived]
-    for stage in stages:
+    for stage in plan.stages():
         done = store.done()
         keys = list(dict.fromkeys(stage(store.finals())))
-        if stage == plan.extensions:
+        if getattr(stage, "func", stage) == plan.extensions:
             total += len(keys)
         for key in keys:
             if key.text() in done:

@@ -4,6 +4,7 @@ bands, lr x weight-decay heatmaps, the Lion-minus-AdamW gap against batch and mo
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from pathlib import Path
 REFERENCE = "adamw"
 LION = "lion"
 FROM_ADAMW = "lion-from-adamw"
+MUON = "muon"
 
 
 @dataclass
@@ -55,8 +57,15 @@ def label(name: str) -> str:
 
 
 def settings(rows: list[dict]) -> list[Setting]:
+    """Runs grouped by setting; Muon runs whose AdamW part is no longer the tuned AdamW (a
+    later study re-tuned it) are left out."""
     groups: dict[tuple, Setting] = {}
-    for r in rows:
+    muon = [r for r in rows if r["optimizer"] == MUON]
+    rest = [r for r in rows if r["optimizer"] != MUON]
+    if muon:
+        tops = best(settings(rest))
+        muon = [r for r in muon if _on_tuned_adamw(r, tops)]
+    for r in rest + muon:
         key = (r["size"], r["batch"], r["optimizer"], r["lr"], r["wd"])
         s = groups.setdefault(key, Setting(*key, [], [], [], []))
         s.finals.append(r["final"])
@@ -64,6 +73,13 @@ def settings(rows: list[dict]) -> list[Setting]:
         s.step_ms.append(r["step_ms"])
         s.seeds.append(r["seed"])
     return list(groups.values())
+
+
+def _on_tuned_adamw(row: dict, tops: dict) -> bool:
+    """Whether a Muon run's AdamW part ran at the (size, batch)'s tuned AdamW."""
+    used = json.loads(row["key"]).get("adamw") if "key" in row else None
+    adamw = tops.get((row["size"], row["batch"], REFERENCE))
+    return used is None or (adamw is not None and used == [adamw.lr, adamw.wd])
 
 
 def best(all_settings: list[Setting]) -> dict[tuple[str, int, str], Setting]:
@@ -135,29 +151,47 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 def transfer(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Where tuned Lion's lr and wd sit relative to tuned AdamW's (the paper: lr 3-10x
     smaller, wd 3-10x larger), whether an optimum sits on its grid's edge (then the ratio is
-    a bound), and what ``Lion.from_adamw`` of tuned AdamW scores next to tuned Lion."""
+    a bound), and what ``Lion.from_adamw`` of tuned AdamW scores next to tuned Lion; with
+    Muon in the study, tuned Muon's lr and wd against AdamW's too (its other tensors run at
+    AdamW's)."""
     columns = ["size", "batch", "AdamW lr / wd", "Lion lr / wd", "lr: AdamW / Lion",
                "wd: Lion / AdamW", "on a grid edge", "from_adamw lr / wd",
                "from_adamw - tuned Lion"]  # fmt: skip
     all_settings = settings(rows)
     tops, groups = best(all_settings), _by_optimizer(all_settings)
+    with_muon = any(k[2] == MUON for k in tops)
+    if with_muon:
+        columns += ["Muon lr / wd", "lr: Muon / AdamW", "wd: Muon / AdamW"]
     out = []
     for size, batch in sorted({k[:2] for k in tops}):
         adamw, lion = tops.get((size, batch, REFERENCE)), tops.get((size, batch, LION))
-        if not (adamw and lion and adamw.ok and lion.ok):
+        muon = tops.get((size, batch, MUON))
+        lion = lion if lion and lion.ok else None
+        muon = muon if muon and muon.ok else None
+        if not (adamw and adamw.ok and (lion or muon)):
             continue
-        edges = [f"{name} {what}" for name, s in ((REFERENCE, adamw), (LION, lion))
-                 for what in _edges(s, groups[(size, batch, name)])]  # fmt: skip
+        edges = [f"{name} {what}" for name, s in ((REFERENCE, adamw), (LION, lion), (MUON, muon))
+                 if s for what in _edges(s, groups[(size, batch, name)])]  # fmt: skip
         derived = tops.get((size, batch, FROM_ADAMW))
-        wd_ratio = f"{lion.wd / adamw.wd:.3g}" if adamw.wd > 0 else "-"
-        out.append([
-            size, str(batch), f"{adamw.lr:.3g} / {adamw.wd:.3g}", f"{lion.lr:.3g} / {lion.wd:.3g}",
-            f"{adamw.lr / lion.lr:.3g}", wd_ratio, ", ".join(edges) or "no",
-            f"{derived.lr:.3g} / {derived.wd:.3g}" if derived else "-",
-            (f"{derived.mean - lion.mean:+.4f} (± {math.hypot(derived.std, lion.std):.4f})"
-             if derived and derived.ok else "diverged" if derived else "-"),
-        ])  # fmt: skip
+        row = [size, str(batch), f"{adamw.lr:.3g} / {adamw.wd:.3g}", "-", "-", "-",
+               ", ".join(edges) or "no", "-", "-"]  # fmt: skip
+        if lion:
+            row[3:6] = [f"{lion.lr:.3g} / {lion.wd:.3g}", f"{adamw.lr / lion.lr:.3g}",
+                        _ratio(lion.wd, adamw.wd)]  # fmt: skip
+        if lion and derived:
+            row[7:9] = [f"{derived.lr:.3g} / {derived.wd:.3g}",
+                        (f"{derived.mean - lion.mean:+.4f} (± "
+                         f"{math.hypot(derived.std, lion.std):.4f})" if derived.ok
+                         else "diverged")]  # fmt: skip
+        if with_muon:
+            row += ([f"{muon.lr:.3g} / {muon.wd:.3g}", f"{muon.lr / adamw.lr:.3g}",
+                     _ratio(muon.wd, adamw.wd)] if muon else ["-", "-", "-"])  # fmt: skip
+        out.append(row)
     return columns, out
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.3g}" if b > 0 else "-"
 
 
 def _edges(top: Setting, mine: list[Setting]) -> list[str]:

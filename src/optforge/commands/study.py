@@ -25,7 +25,10 @@ def add_study_command(commands) -> None:
         "--optimizers",
         default="lion,adamw",
         help="comma-separated: lion, lion-0.95-0.98, signum-0.9, signum-0.99, adamw, adam, "
-        "sgd, adafactor, a program file or library program, JOURNAL or JOURNAL:ID",
+        "sgd, adafactor, lion-from-adamw, muon, a program file or library program, JOURNAL or "
+        "JOURNAL:ID. muon (Muon on hidden matrices, AdamW elsewhere) and lion-from-adamw need "
+        "adamw in the same study: they run after it, at its tuned lr and wd (an error "
+        "otherwise); muon's grid is Muon's own lr and wd",
     )
     study.add_argument("--seeds", type=positive_int, default=3)
     study.add_argument("--tune-seeds", type=positive_int,
@@ -107,7 +110,7 @@ def _study(args: argparse.Namespace, console: Console) -> int:
     print_table(console, title, columns, table, args.markdown, numeric=False)
     within = args.good_within or (0.01 if "accuracy" in metric else 0.03)
     sections = [(title, columns, table),
-                ("Hyper-parameter transfer: tuned Lion against tuned AdamW",
+                ("Hyper-parameter transfer: tuned Lion (and Muon) against tuned AdamW",
                  *study_report.transfer(rows)),
                 (f"Sensitivity: grid points within {within:g} of each optimizer's best",
                  *study_report.robustness(rows, within))]  # fmt: skip
