@@ -19,10 +19,10 @@ print(study_report.best(study_report.settings(rows))[("small", int(sys.argv[3]),
 PY
 }
 case "${1:-}" in
-vit)  # claims 1-3, 5, 6: the full grid at batch 128, model small
+vit)  # claims 1-3, 5, 6 and Muon (on tuned AdamW): the full grid at batch 128, model small
   out=docs/data/study-vit
   $optforge study --task fmnist-vit --steps 1000 --seeds 3 --tune-seeds 1 \
-    --optimizers lion,adamw,sgd,adafactor,signum-0.9,signum-0.99,lion-0.95-0.98,lion-from-adamw,$P1,$P2 \
+    --optimizers lion,adamw,sgd,adafactor,signum-0.9,signum-0.99,lion-0.95-0.98,lion-from-adamw,muon,$P1,$P2 \
     --lr "$P1=1/10:3:4;$P2=1/10:3:4" --out $out $(resume $out) --markdown ;;
 vit-scale)  # claim 4: batch 32 and 512, model base; lr re-tuned, wd at the batch-128 best
   out=docs/data/study-vit
@@ -31,10 +31,10 @@ vit-scale)  # claim 4: batch 32 and 512, model base; lr re-tuned, wd at the batc
     --batch-size 32,512 --wd "$wd" --out $out --resume --markdown
   $optforge study --task fmnist-vit --steps 1000 --seeds 3 --tune-seeds 1 --optimizers lion,adamw \
     --model-size base --wd "$wd" --out $out --resume --markdown ;;
-lm)  # claims 1-3 and the LM betas on a char-level LM (signum's ablation is in the ViT part)
+lm)  # claims 1-3, the LM betas and Muon on a char-level LM (signum's ablation: ViT part)
   out=docs/data/study-lm
   $optforge study --task shakespeare-lm --steps 600 --seeds 3 --tune-seeds 1 \
-    --optimizers lion,adamw,sgd,adafactor,lion-0.95-0.98,lion-from-adamw \
+    --optimizers lion,adamw,sgd,adafactor,lion-0.95-0.98,lion-from-adamw,muon \
     --wd "lion=0.1,1;lion-0.95-0.98=0.1,1;adamw=0.01,0.1;adafactor=0.01,0.1" \
     --out $out $(resume $out) --markdown ;;
 lm-scale)  # claim 4 on the LM: batch 16 and 256; lr re-tuned, wd at the batch-64 best
