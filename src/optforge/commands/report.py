@@ -42,15 +42,17 @@ def _compare(args: argparse.Namespace, console: Console) -> int:
                  f"{100 * r.redundant_fraction:.0f}%", best]  # fmt: skip
         for task in tasks:
             found = r.simplified_meta.get(task) or r.meta.get(task)
+            base = r.baselines.get(task, {})
+            without_muon = {n: v for n, v in base.items() if n != "muon"}
             cells += [_pm(r.meta.get(task)), _pm(r.simplified_meta.get(task)),
-                      _versus(found, r.baselines.get(task, {}))]  # fmt: skip
+                      _versus(found, base, base), _versus(found, without_muon, base)]  # fmt: skip
         cells.append(", ".join(r.traits) or "-")
         cells += [family(r.program), f"{state_bytes(r.program)}"] if r.program else ["-", "-"]
         rows.append(cells)
     columns = ["journal", "algorithm", "seed", "candidates", "minutes", "generated/s",
                "trained/s", "hits", "redundant", "best search"]  # fmt: skip
     for task in tasks:
-        columns += [f"{task}: finalist", "simplified", "simplified vs best baseline"]
+        columns += [f"{task}: finalist", "simplified", "vs best baseline", "vs best of AdamW, Lion"]
     columns += ["simplified uses", "family", "state bytes/param"]
     print_table(console, "searches", columns, rows, args.markdown, numeric=False)
     base_rows = []
@@ -86,16 +88,16 @@ def _pm(value) -> str:
     return "failed" if value[0] is None else f"{value[0]:.4f} ± {value[1]:.4f}"
 
 
-def _versus(found, baselines: dict) -> str:
-    """The margin over the best tuned baseline (by mean) in units of sigma, the largest seed
-    std of the tuned baselines on that task, as the discovery's targets count it."""
+def _versus(found, baselines: dict, noise_from: dict) -> str:
+    """The margin over the best of ``baselines`` (by mean) in units of sigma, the largest seed
+    std of the tuned baselines in ``noise_from``, as the discovery's targets count it."""
     scored = {n: v for n, v in baselines.items() if v and v[0] is not None}
     if not found or not scored:
         return "-"
     if found[0] is None:
         return "failed"
     name, (best, _) = max(scored.items(), key=lambda kv: kv[1][0])
-    sigma = max(v[1] for v in scored.values())
+    sigma = max(v[1] for v in noise_from.values() if v and v[0] is not None)
     gap = found[0] - best
     if not sigma > 0:
         return f"{gap:+.4f} vs {name}"
