@@ -15,6 +15,7 @@ from torch import nn
 from optforge.bench import study, study_report
 from optforge.bench.study_tasks import TASKS, VIT_SIZES, ViT
 from optforge.cli import main
+from optforge.optim.hidden import hidden_names
 
 LR, WD, ADAMW_LR, ADAMW_WD = 0.03, 0.2, 3e-3, 0.05
 
@@ -79,7 +80,7 @@ def test_muon_follows_torch_muon_and_adamw_on_the_same_split(monkeypatch, wd_on)
 
 
 def test_muon_takes_attention_matrices_and_leaves_embeddings_and_head_to_adamw():
-    names = study.muon_hidden(ViT(**VIT_SIZES["small"]))
+    names = hidden_names(ViT(**VIT_SIZES["small"]))
     assert "blocks.layers.0.self_attn.in_proj_weight" in names  # fused Q/K/V, a bare Parameter
     assert "blocks.layers.1.linear2.weight" in names
     assert not names & {"head.weight", "pos", "blocks.layers.0.norm1.weight"}

@@ -137,26 +137,17 @@ def make_optimizer(name: str, model: nn.Module, lr: float, wd: float, wd_on: str
     return optforge.ProgramOptimizer(model.parameters(), program, lr=lr, nonfinite="skip")
 
 
-def muon_hidden(model: nn.Module) -> set[str]:
-    """The names Muon steps: ``hidden_names`` (Linear/Conv weights but the head and
-    embeddings) plus ``nn.MultiheadAttention``'s fused Q/K/V matrix, a bare parameter the
-    layer rule does not see but users hand to Muon with the other 2-D block weights."""
-    fused = {f"{prefix}.in_proj_weight" if prefix else "in_proj_weight"
-             for prefix, m in model.named_modules()
-             if isinstance(m, nn.MultiheadAttention) and m.in_proj_weight is not None}  # fmt: skip
-    return hidden_names(model) | fused
-
-
 def muon_optimizer(model: nn.Module, lr: float, wd: float, adamw_lr: float, adamw_wd: float,
                    wd_on: str = "matrices") -> optforge.ProgramOptimizer:  # fmt: skip
     """``torch.optim.Muon(lr, weight_decay=wd)`` (momentum 0.95, Nesterov) on
-    :func:`muon_hidden` and ``torch.optim.AdamW(adamw_lr, weight_decay=adamw_wd)`` on the rest,
+    ``hidden_names`` (Muon's matrices) and ``torch.optim.AdamW(adamw_lr,
+    weight_decay=adamw_wd)`` on the rest,
     as one optimizer so one schedule scales both: ``library.muon`` with ``adam_lr_ratio =
     adamw_lr / lr`` (AdamW's lr follows Muon's through the schedule). AdamW's decay goes where
     the study puts AdamW's (``wd_on``); Newton-Schulz runs in fp32, not torch's bf16."""
     from optforge.program import library
 
-    hidden = muon_hidden(model)
+    hidden = hidden_names(model)
     ratio = adamw_lr / lr
     groups: list[dict] = [
         {"params": [], "hidden": True, "program": library.muon(weight_decay=wd,

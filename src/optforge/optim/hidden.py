@@ -6,7 +6,9 @@ hidden)``, so something must label the tensors. The rule here, used for ``optfor
 --task module:factory`` and offered to ``ProgramOptimizer`` users:
 
 - the weight of an ``nn.Linear`` or ``nn.Conv1d/2d/3d`` whose matrix view (``shape[0]`` x
-  the rest) has at least 2 rows and 2 columns is hidden,
+  the rest) has at least 2 rows and 2 columns is hidden, and so is ``nn.MultiheadAttention``'s
+  fused Q/K/V matrix (``in_proj_weight``, a bare parameter users hand to Muon with the
+  block's other weights),
 - except the output head: the last ``nn.Linear`` registered in the model, and any weight
   tied to an ``nn.Embedding`` / ``nn.EmbeddingBag``;
 - nothing else is: embeddings, free parameters (positional embeddings, gains), biases, norms.
@@ -38,7 +40,10 @@ def hidden_names(model: nn.Module) -> set[str]:
     linears = [m for m in modules if isinstance(m, nn.Linear)]
     if linears:
         excluded.add(id(linears[-1].weight))
-    layers = {id(m.weight) for m in modules if isinstance(m, _LAYERS)} - excluded
+    layers = {id(m.weight) for m in modules if isinstance(m, _LAYERS)}
+    fused = [m for m in modules if isinstance(m, nn.MultiheadAttention)]
+    layers |= {id(m.in_proj_weight) for m in fused if m.in_proj_weight is not None}
+    layers -= excluded
     named = model.named_parameters(remove_duplicate=False)  # every name of a tied weight
     return {n for n, p in named if id(p) in layers and is_matrix(p)}
 
