@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -25,6 +26,8 @@ def test_search_funnel_show_export_and_resume(tmp_path):
     assert "32 candidates" in out.stdout and "cache hit rate" in out.stdout
     assert "finalist 1" in out.stdout and "tuned adamw" in out.stdout
     assert "mnist5k-mlp-test" in out.stdout  # meta-validation on data the search never saw
+    assert "tuned muon" in out.stdout  # the third baseline, beside AdamW and Lion
+    assert re.search(r"matrix language: \d+ of 32 children use a matrix operation", out.stdout)
     assert journal.with_suffix(".png").stat().st_size > 10_000
 
     shown = optforge("show", str(journal))

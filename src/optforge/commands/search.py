@@ -169,7 +169,7 @@ def _search(args: argparse.Namespace, console: Console) -> int:
     from optforge.search.executors import make_executor
     from optforge.search.funnel import run_funnel
     from optforge.search.journal import JournalError
-    from optforge.search.report import plot
+    from optforge.search.report import plot, shaped_use
 
     path = _journal_path(args)
     try:
@@ -208,6 +208,13 @@ def _search(args: argparse.Namespace, console: Console) -> int:
             f"rate {100 * progress.hit_rate:.0f}%",
             highlight=False,
         )
+        if config.mutation.language == "matrix":
+            children, shaped, best = shaped_use(journal)
+            console.print(
+                f"matrix language: {shaped} of {children} children use a matrix operation or "
+                f"a per-tensor input" + ("" if best is None else f" (best fitness {best:.4f})"),
+                highlight=False,
+            )
         png = plot(journal, args.plot or Path(path).with_suffix(".png"))
         console.print(f"plot: {png}", highlight=False)
         if args.funnel and (config.funnel.stages or config.funnel.meta):
@@ -355,7 +362,7 @@ def _print_finalists(console, journal, config, finalists) -> None:
 
     base = baseline_scores(journal, config)
     for i, f in enumerate(finalists, 1):
-        flag = " (below the tuned AdamW threshold)" if f.below else ""
+        flag = " (below the best tuned baseline)" if f.below else ""
         console.print(
             Panel(
                 Syntax(f.simplified_source, "python", theme="ansi_dark"),

@@ -196,6 +196,19 @@ def summarize(path: str | Path) -> RunSummary:
         journal.close()
 
 
+def shaped_use(journal: Journal) -> tuple[int, int, float | None]:
+    """(children generated, those whose live statements use a matrix operation or read
+    ``hidden``/``aspect``/``step``, the best search fitness among the latter): how much of a
+    search the matrix language reached."""
+    from optforge.program import parse
+    from optforge.program.analysis import analyze
+
+    rows = journal.candidates("kind = 'child'")
+    shaped = [r for r in rows if analyze(parse(r["source"])).shaped]
+    best = max((r["fitness"] for r in shaped if r["fitness"] is not None), default=None)
+    return len(rows), len(shaped), best
+
+
 def family(source: str) -> str:
     """The program's family in one word, from its live operations: ``orthogonalized`` (Muon's
     kind; with AdamW-like or sign updates only where ``hidden`` is 0, as Muon runs), ``hybrid``
