@@ -117,3 +117,38 @@ def test_the_muon_family_in_the_sample_is_valid_distinct_and_kept(tmp_path):
     assert built[: len(old)] == old
     assert {s.name for s in built} >= {name for name, _ in rows}
     assert len({s.key for s in built}) == len(built)
+
+
+def test_a_prior_run_spares_its_programs_and_gives_the_same_rows(tmp_path, monkeypatch):
+    definitions = [TASK, f"{TASK};mult=1/3,1,3"]
+    old, new = samples()[:5], samples()
+    first = measure(old, definitions, [TASK, "mnist5k-mlp-test"], Store(tmp_path / "a.db"),
+                    target_seeds=(0, 1), batch=8)  # fmt: skip
+    (tmp_path / "prior.json").write_text(fidelity.to_json(first, old))
+    prior = fidelity.Prior.load(tmp_path / "prior.json")
+    full = measure(new, definitions, [TASK, "mnist5k-mlp-test"], Store(tmp_path / "b.db"),
+                   target_seeds=(0, 1), batch=8)  # fmt: skip
+
+    trained = []
+
+    def recording(real):
+        def run(what, programs, seeds):
+            trained.extend(programs)
+            return real(what, programs, seeds)
+
+        return run
+
+    monkeypatch.setattr(fidelity, "score", recording(fidelity.score))
+    monkeypatch.setattr(fidelity, "evaluate", recording(fidelity.evaluate))
+    grown = measure(new, definitions, [TASK, "mnist5k-mlp-test"], Store(tmp_path / "c.db"),
+                    target_seeds=(0, 1), batch=8, prior=prior)  # fmt: skip
+    # only the two programs the prior lacks were trained (at x1 and at folded multipliers)
+    sources = {p.source() for p in trained}
+    assert not sources & {s.optimizer.source() for s in old}
+    assert [(g.fitness, g.targets, g.rho) for g in grown] == [(f.fitness, f.targets, f.rho)
+                                                              for f in full]  # fmt: skip
+    assert fidelity.agreement(grown, new, prior, [s.name for s in old]) == 0.0
+    # a prior that disagrees is caught
+    shifted = fidelity.Prior({k: (v[0] + 0.5, v[1]) for k, v in prior.values.items()},
+                             prior.seconds)  # fmt: skip
+    assert fidelity.agreement(grown, new, shifted, ["sgd"]) == pytest.approx(0.5)

@@ -145,6 +145,34 @@ class Row:
     targets: dict[str, list[float | None]]  # target task -> per program (folded program)
 
 
+@dataclass(frozen=True)
+class Prior:
+    """The per-program results of an earlier measurement (its ``--out`` JSON), so that a
+    sample grown by a few programs trains only those: ``(definition, program name) ->
+    (fitness, target task -> target value)`` and each definition's seconds per candidate."""
+
+    values: dict[tuple[str, str], tuple[float | None, dict[str, float | None]]]
+    seconds: dict[str, float]
+
+    @classmethod
+    def load(cls, path: str | Path) -> Prior:
+        data = json.loads(Path(path).read_text())
+        names, values, seconds = data["programs"], {}, {}
+        for row in data["rows"]:
+            seconds[row["definition"]] = row["seconds_per_candidate"]
+            for i, name in enumerate(names):
+                targets = {t: v[i] for t, v in row["targets"].items()}
+                values[(row["definition"], name)] = (row["fitness"][i], targets)
+        return cls(values, seconds)
+
+    def covers(self, definition: str, name: str, targets: Sequence[str]) -> bool:
+        held = self.values.get((definition, name))
+        return held is not None and all(t in held[1] for t in targets)
+
+    def without(self, names: set[str]) -> Prior:
+        return Prior({k: v for k, v in self.values.items() if k[1] not in names}, self.seconds)
+
+
 def measure(
     samples: Sequence[Sample],
     definitions: Sequence[str],
@@ -156,18 +184,21 @@ def measure(
     batch: int = 48,
     progress: Callable[[str, int, int], None] | None = None,
     retime: int = 0,
+    prior: Prior | None = None,
 ) -> list[Row]:
     """Score ``samples`` with every definition and on every target; returns one row per
     definition (in order). Seconds per candidate are those of the stored runs, or, with
     ``retime`` > 0, re-measured now on ``retime`` programs spread over the sample, one
-    definition after another (for a machine that was busy while the runs were stored)."""
+    definition after another (for a machine that was busy while the runs were stored).
+    Programs ``prior`` holds for a definition and every target take its values untrained."""
     configs = {d: parse_definition(d) for d in definitions}
     for task in targets:
         registry.get(task)
+    prior = prior or Prior({}, {})
     # fitness: each definition over all programs, in batches, stored per batch
     for text, config in configs.items():
         done = store.fitness(text)
-        todo = [s for s in samples if s.key not in done]
+        todo = [s for s in samples if s.key not in done and not prior.covers(text, s.name, targets)]
         for start in range(0, len(todo), batch):
             part = todo[start : start + batch]
             begin = time.perf_counter()
@@ -181,7 +212,8 @@ def measure(
                 progress(f"fitness {config.label}", len(samples) - len(todo) + start + len(part),
                          len(samples))  # fmt: skip
     # targets: each program at x1 and at every multiplier a definition folded into it
-    needed = {(s.key, 1.0) for s in samples}
+    needed = {(s.key, 1.0) for s in samples
+              if not all(prior.covers(d, s.name, targets) for d in configs)}  # fmt: skip
     for text in configs:
         needed |= {(key, m) for key, (_, m, _) in store.fitness(text).items()}
     by_key = {s.key: s for s in samples}
@@ -200,7 +232,7 @@ def measure(
             if progress:
                 progress(f"target {task_name}", len(wanted) - len(cells) + start + len(part),
                          len(wanted))  # fmt: skip
-    rows = [_row(text, samples, store, targets, target_seeds) for text in definitions]
+    rows = [_row(text, samples, store, targets, target_seeds, prior) for text in definitions]
     if retime:
         step = max(1, len(samples) // retime)  # spread over the sample, not its first ones
         part = [s.optimizer for s in samples[::step][:retime]]
@@ -213,22 +245,50 @@ def measure(
     return rows
 
 
-def _row(definition, samples, store: Store, targets, target_seeds) -> Row:
+def agreement(rows: Sequence[Row], samples: Sequence[Sample], prior: Prior,
+              names: Sequence[str]) -> float:  # fmt: skip
+    """The largest absolute difference between ``rows``' fitness and target values and the
+    ``prior``'s, over the programs ``names`` (re-measured): whether reusing it is sound."""
+    index = {s.name: i for i, s in enumerate(samples)}
+    worst = 0.0
+    for row in rows:
+        for name in names:
+            before = prior.values.get((row.definition, name))
+            if before is None:
+                continue
+            now = [row.fitness[index[name]], *(row.targets[t][index[name]] for t in row.targets)]
+            then = [before[0], *(before[1].get(t) for t in row.targets)]
+            for a, b in zip(now, then, strict=True):
+                if (a is None) != (b is None):
+                    return math.inf
+                if a is not None:
+                    worst = max(worst, abs(a - b))
+    return worst
+
+
+def _row(definition, samples, store: Store, targets, target_seeds, prior: Prior) -> Row:
     scored = store.fitness(definition)
-    fitness = [scored[s.key][0] for s in samples]
+    held = [prior.covers(definition, s.name, targets) for s in samples]
+    fitness = [prior.values[(definition, s.name)][0] if h else scored[s.key][0]
+               for s, h in zip(samples, held, strict=True)]  # fmt: skip
     rho, top10, values = {}, {}, {}
     for task in targets:
         have = store.targets(task)
         per_program = []
-        for s in samples:
+        for s, h in zip(samples, held, strict=True):
+            if h:
+                per_program.append(prior.values[(definition, s.name)][1][task])
+                continue
             m = scored[s.key][1]
             seeds = [have[(s.key, m, seed)] for seed in target_seeds]
             per_program.append(None if any(v is None for v in seeds) else statistics.fmean(seeds))
         values[task] = per_program
         rho[task] = spearman(fitness, per_program)
         top10[task] = top_overlap(fitness, per_program, 10)
-    seconds = statistics.fmean(scored[s.key][2] for s in samples)
-    return Row(definition, seconds, rho, top10, fitness, values)
+    # the prior's programs at its measured seconds, the new ones at theirs
+    seconds = [prior.seconds[definition] if h else scored[s.key][2]
+               for s, h in zip(samples, held, strict=True)]  # fmt: skip
+    return Row(definition, statistics.fmean(seconds), rho, top10, fitness, values)
 
 
 # -- statistics --------------------------------------------------------------------------------

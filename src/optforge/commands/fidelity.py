@@ -34,6 +34,12 @@ def add_fidelity_commands(benches) -> None:
     fid.add_argument("--retime", type=int, default=0, metavar="N",
                      help="re-time each definition on N programs spread over the sample, "
                           "one after another (on an otherwise idle machine)")  # fmt: skip
+    fid.add_argument("--prior", metavar="JSON",
+                     help="an earlier run's PREFIX.json: the programs and definitions it holds "
+                          "take its values, only the others train")  # fmt: skip
+    fid.add_argument("--prior-check", type=int, default=0, metavar="N",
+                     help="re-measure N of the prior's programs and print the largest "
+                          "difference from its values")  # fmt: skip
     fid.add_argument("--out", metavar="PREFIX", help="write PREFIX.md, PREFIX.json, PREFIX.png")
     fid.add_argument("--markdown", action="store_true", help="print a Markdown table")
     fid.set_defaults(handler=_fidelity)
@@ -66,10 +72,16 @@ def _fidelity(args: argparse.Namespace, console: Console) -> int:
         samples = fidelity.read_sample(args.programs)
         definitions = [fidelity.parse_definition(d) for d in args.fitness]
         seeds = tuple(int(s) for s in args.target_seeds.split(","))
+        prior = fidelity.Prior.load(args.prior) if args.prior else None
     except (OSError, ValueError, KeyError) as e:
         console.print(f"[red]error:[/red] {e}", highlight=False)
         return 2
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    checked: list[str] = []
+    if prior and args.prior_check > 0:  # spread over the prior's programs, measured afresh
+        held = [s.name for s in samples if any(n == s.name for _, n in prior.values)]
+        checked = held[:: max(1, len(held) // args.prior_check)][: args.prior_check]
+        prior = prior.without(set(checked))
     console.print(f"{len(samples)} programs, {len(definitions)} fitness definitions, "
                   f"targets {', '.join(targets)} over seeds {seeds}", highlight=False)  # fmt: skip
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -85,10 +97,16 @@ def _fidelity(args: argparse.Namespace, console: Console) -> int:
         try:
             rows = fidelity.measure(samples, args.fitness, targets, fidelity.Store(args.store),
                                     target_seeds=seeds, batch=args.batch,
-                                    progress=progress, retime=args.retime)  # fmt: skip
+                                    progress=progress, retime=args.retime,
+                                    prior=prior)  # fmt: skip
         except (KeyError, ValueError) as e:
             console.print(f"[red]error:[/red] {e.args[0]}", highlight=False)
             return 2
+    if checked:
+        original = fidelity.Prior.load(args.prior)
+        worst = fidelity.agreement(rows, samples, original, checked)
+        console.print(f"prior check: {len(checked)} of the prior's programs re-measured; largest "
+                      f"difference from its values {worst:.2e}", highlight=False)  # fmt: skip
     columns, body = fidelity.table(rows, targets)
     title = f"fidelity on {len(samples)} programs ({args.programs}), target seeds {seeds}"
     print_table(console, title, columns, body, args.markdown)
