@@ -153,7 +153,7 @@ def _tune(args: argparse.Namespace, console: Console) -> int:
     print_table(
         console,
         f"{task.name}: {task.metric}, seeds 0-{args.seeds - 1}",
-        ["optimizer", "step size", "weight decay", "betas", "fitness", ""],
+        ["optimizer", "step size", "weight decay", "betas (muon: its AdamW part)", "fitness", ""],
         rows,
         args.markdown,
     )
@@ -166,7 +166,7 @@ def _tune(args: argparse.Namespace, console: Console) -> int:
     print_table(
         console,
         f"best, re-measured on fresh seeds {HELD_OUT_SEED}-{HELD_OUT_SEED + n - 1}",
-        ["optimizer", "step size", "weight decay", "betas", "fitness", "on grid edge"],
+        ["optimizer", "step size", "weight decay", "betas (muon: its AdamW part)", "fitness", "on grid edge"],
         held,
         args.markdown,
     )
