@@ -122,6 +122,9 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
     return 0 if summary.mean is not None else 1
 
 
+BETAS = "betas (muon: its AdamW part)"
+
+
 def _tune(args: argparse.Namespace, console: Console) -> int:
     from rich.progress import Progress
 
@@ -153,7 +156,7 @@ def _tune(args: argparse.Namespace, console: Console) -> int:
     print_table(
         console,
         f"{task.name}: {task.metric}, seeds 0-{args.seeds - 1}",
-        ["optimizer", "step size", "weight decay", "betas (muon: its AdamW part)", "fitness", ""],
+        ["optimizer", "step size", "weight decay", BETAS, "fitness", ""],
         rows,
         args.markdown,
     )
@@ -166,7 +169,7 @@ def _tune(args: argparse.Namespace, console: Console) -> int:
     print_table(
         console,
         f"best, re-measured on fresh seeds {HELD_OUT_SEED}-{HELD_OUT_SEED + n - 1}",
-        ["optimizer", "step size", "weight decay", "betas (muon: its AdamW part)", "fitness", "on grid edge"],
+        ["optimizer", "step size", "weight decay", BETAS, "fitness", "on grid edge"],
         held,
         args.markdown,
     )
