@@ -50,3 +50,15 @@ def run(p0, grads, configs, *, maximize=False, cautious=False, p_dtype=None, m_d
         if m_dtype is not None:
             m = m.to(m_dtype).to(torch.float64)
     return p, m
+
+
+def newton_schulz_fp32(grad, coefficients, steps, eps):
+    """torch.optim.Muon's own iteration (same calls) in fp32 instead of bf16: patched into
+    ``torch.optim._muon._zeropower_via_newtonschulz`` so torch's Muon is an fp32 reference."""
+    a, b, c = coefficients
+    x = grad.float().T if grad.size(0) > grad.size(1) else grad.float()
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if grad.size(0) > grad.size(1) else x

@@ -16,19 +16,9 @@ from optforge.bench import study, study_report
 from optforge.bench.study_tasks import TASKS, VIT_SIZES, ViT
 from optforge.cli import main
 from optforge.optim.hidden import hidden_names
+from tests.reference import newton_schulz_fp32
 
 LR, WD, ADAMW_LR, ADAMW_WD = 0.03, 0.2, 3e-3, 0.05
-
-
-def _newton_schulz_fp32(grad, coefficients, steps, eps):
-    """torch's own iteration (same calls) in fp32 instead of bf16."""
-    a, b, c = coefficients
-    x = grad.float().T if grad.size(0) > grad.size(1) else grad.float()
-    x = x / x.norm().clamp(min=eps)
-    for _ in range(steps):
-        gram = x @ x.T
-        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-    return x.T if grad.size(0) > grad.size(1) else x
 
 
 def _reference(model: nn.Module, wd_on: str) -> list[torch.optim.Optimizer]:
@@ -63,7 +53,7 @@ def _train(task, model: nn.Module, optimizers, steps: int = 12) -> None:
 
 @pytest.mark.parametrize("wd_on", ["matrices", "all"])
 def test_muon_follows_torch_muon_and_adamw_on_the_same_split(monkeypatch, wd_on):
-    monkeypatch.setattr(torch_muon, "_zeropower_via_newtonschulz", _newton_schulz_fp32)
+    monkeypatch.setattr(torch_muon, "_zeropower_via_newtonschulz", newton_schulz_fp32)
     task = TASKS["digits-mlp"]()
     torch.manual_seed(0)
     ours = task.build("small")

@@ -13,6 +13,7 @@ from torch import nn
 import optforge
 from optforge.optim.hidden import hidden_names
 from optforge.program import library, parse
+from tests.reference import newton_schulz_fp32
 
 LR, RATIO, WD, MOMENTUM = 0.02, 0.1, 0.1, 0.95
 
@@ -54,19 +55,8 @@ def _program_optimizer(model: nn.Module) -> optforge.ProgramOptimizer:
     return optforge.ProgramOptimizer(optforge.hidden_groups(model), program, lr=LR)
 
 
-def _newton_schulz_fp32(grad, coefficients, steps, eps):
-    """torch's own iteration (same calls) in fp32 instead of bf16."""
-    a, b, c = coefficients
-    x = grad.float().T if grad.size(0) > grad.size(1) else grad.float()
-    x = x / x.norm().clamp(min=eps)
-    for _ in range(steps):
-        gram = x @ x.T
-        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-    return x.T if grad.size(0) > grad.size(1) else x
-
-
 def test_muon_program_follows_torch_muon_and_adamw_with_an_fp32_iteration(monkeypatch):
-    monkeypatch.setattr(torch_muon, "_zeropower_via_newtonschulz", _newton_schulz_fp32)
+    monkeypatch.setattr(torch_muon, "_zeropower_via_newtonschulz", newton_schulz_fp32)
     ours, theirs = _model(), _model()
     _train(ours, [_program_optimizer(ours)], steps=20)
     _train(theirs, _torch_pair(theirs), steps=20)

@@ -224,17 +224,21 @@ def family(source: str) -> str:
 
 
 def state_bytes(source: str, dtype_bytes: int = 4) -> int:
-    """Optimizer-state bytes per parameter: the state slots the program keeps (reads or
-    writes) times the state dtype's size."""
+    """Optimizer-state bytes per parameter: the state slots the program's live statements
+    read (a slot only written is not kept between steps) times the state dtype's size."""
+    program, _, reads = _live(source)
+    return dtype_bytes * len({v for v in program.returns[1:] if v in reads})
+
+
+def _live(source: str):
+    """(program, its live statements, the names they read)."""
     from optforge.program import parse
     from optforge.program.analysis import analyze
 
     program = parse(source)
     redundant = analyze(program).redundant
     live = [s for i, s in enumerate(program.statements) if i not in redundant]
-    reads = {a for s in live for a in s.args if isinstance(a, str)}
-    slots = [v for v in program.returns[1:] if v in reads]
-    return dtype_bytes * len(set(slots))
+    return program, live, {a for s in live for a in s.args if isinstance(a, str)}
 
 
 def traits(source: str) -> tuple[str, ...]:
@@ -243,14 +247,8 @@ def traits(source: str) -> tuple[str, ...]:
     (``sqrt``/``rsqrt``); ``orthogonalized``; ``reads w`` (decay, or a bound as in
     ``clip(u, w)``); ``reads hidden`` (treats hidden matrices apart); ``ignores lr``
     (no schedule: the step size is a constant of the program)."""
-    from optforge.program import parse
-    from optforge.program.analysis import analyze
-
-    program = parse(source)
-    redundant = analyze(program).redundant
-    live = [s for i, s in enumerate(program.statements) if i not in redundant]
+    program, live, reads = _live(source)
     ops = {s.op for s in live}
-    reads = {a for s in live for a in s.args if isinstance(a, str)}
     last = {s.target: s for s in live}  # the statement that sets each name's final value
     out = []
     if "orthogonalize" in ops:
