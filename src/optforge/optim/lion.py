@@ -14,6 +14,10 @@ implementation. The fused ones read and write each element once: a C kernel for 
 which also reads the lr, ``grad_scale`` and ``found_inf`` on the device (AMP, CUDA graphs).
 Every path computes in fp32 (fp64 for fp64 params) and rounds low-precision storage (bf16/fp16
 params or momentum) once per step, so the paths agree.
+
+Both kernels are PyTorch custom ops (``optforge::lion_cpu_``, ``optforge::lion_triton_``,
+``kernels/ops.py``), and dispatch reads nothing a compiler cannot trace (kernel availability is
+a per-process constant), so ``torch.compile(opt.step, fullgraph=True)`` traces every path.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from torch.optim import Optimizer
 
 from optforge.optim._shared import check_lr, closure_loss, is_number
 from optforge.optim.kernels import cpu as cpu_kernel
-from optforge.optim.kernels import quant
+from optforge.optim.kernels import ops, quant
 from optforge.optim.kernels import triton as triton_kernel
 
 __all__ = ["Lion", "lion"]
@@ -306,7 +310,7 @@ def _lion(params, grads, exp_avgs, *, lr, beta1, beta2, weight_decay, maximize, 
         params, grads, exp_avgs = (_as_real(ts) for ts in (params, grads, exp_avgs))
     stochastic = stochastic_rounding and any(p.dtype == torch.bfloat16 for p in params)
     impl = _choose_impl(params, exp_avgs, foreach=foreach, fused=fused, stochastic=stochastic)
-    if impl is _triton_lion:
+    if impl is _triton_lion or impl is _fused_lion:  # AMP and a tensor lr handled inside
         impl(params, grads, exp_avgs, lr=lr, beta1=beta1, beta2=beta2,
              weight_decay=weight_decay, maximize=maximize, cautious=cautious,
              grad_scale=grad_scale, found_inf=found_inf, stochastic=stochastic)  # fmt: skip
@@ -358,9 +362,22 @@ def fused_supported(params: list[Tensor], exp_avgs: list[Tensor]) -> str | None:
 
 def _fused_kernel(device: torch.device):
     """The fused kernel module for tensors on ``device``, or None."""
-    if device.type == "cuda" or triton_kernel.runs_on(device):
-        return triton_kernel if triton_kernel.runs_on(device) else None
+    if device.type == "cuda" or _triton_runs_on(device):
+        return triton_kernel if _triton_runs_on(device) else None
     return cpu_kernel if device.type == "cpu" else None
+
+
+# Whether a kernel is usable is fixed for a process (Triton's import and the C build are cached),
+# so a compiled step takes these as constants instead of tracing the import or the build. (Tests
+# that flip ``triton_kernel.STEP_CPU_TENSORS`` reset torch._dynamo between compiled runs.)
+@torch.compiler.assume_constant_result
+def _triton_runs_on(device: torch.device) -> bool:
+    return triton_kernel.runs_on(device)
+
+
+@torch.compiler.assume_constant_result
+def _cpu_kernel_available() -> bool:
+    return cpu_kernel.available()
 
 
 def _choose_impl(
@@ -386,7 +403,7 @@ def _choose_impl(
         and device.type == "cpu"
         and not stochastic
         and fused_supported(params, exp_avgs) is None
-        and cpu_kernel.available()
+        and _cpu_kernel_available()
     ):
         return _fused_lion
     if foreach is None and device.type != "cpu":
@@ -497,12 +514,21 @@ def _multi_tensor_lion(
             torch._foreach_copy_(m_s, m_c)
 
 
-def _fused_lion(params, grads, exp_avgs, **hyper) -> None:
+def _fused_lion(params, grads, exp_avgs, *, stochastic, grad_scale, found_inf, **hyper) -> None:
+    """The C kernel, through the ``optforge::lion_cpu_`` op (``kernels/ops.py``), which also
+    skips an overflowed AMP step and unscales the grads in place."""
+    if stochastic:
+        raise ValueError(
+            "the fused CPU kernel rounds to nearest; stochastic_rounding=True needs fused=None "
+            "or False on CPU"
+        )
     write_back: list[tuple[Tensor, Tensor]] = []
     if not all(map(Tensor.is_contiguous, itertools.chain(params, grads, exp_avgs))):
-        params, grads, exp_avgs, write_back = _dense_triples(params, grads, exp_avgs)
+        params, grads, exp_avgs, write_back = _dense_triples(
+            params, grads, exp_avgs, with_grads=grad_scale is not None
+        )
     for p_s, g_s, m_s in _split_by(lambda p, m: (p.dtype, m.dtype), params, grads, exp_avgs):
-        cpu_kernel.lion_step(p_s, g_s, m_s, **hyper)
+        ops.lion_cpu(p_s, g_s, m_s, grad_scale=grad_scale, found_inf=found_inf, **hyper)
     for dst, src in write_back:
         dst.copy_(src)
 
@@ -518,58 +544,51 @@ def _triton_quantized(params: list[Tensor], group: dict[str, Any]) -> bool:
     )
 
 
-def _triton_lion(params, grads, exp_avgs, *, lr, weight_decay, grad_scale, found_inf, stochastic,
-                 absmaxes=None, **hyper) -> None:  # fmt: skip
-    device = params[0].device
-    if isinstance(lr, Tensor) and lr.device != device:
-        lr = float(lr)  # a host tensor: reading it costs no device sync
-    amp = {
-        name: value.to(device, non_blocking=True)
-        for name, value in (("grad_scale", grad_scale), ("found_inf", found_inf))
-        if value is not None
-    }
+def _triton_lion(params, grads, exp_avgs, *, grad_scale, found_inf, stochastic, absmaxes=None,
+                 **hyper) -> None:  # fmt: skip
+    """The Triton kernel, through the ``optforge::lion_triton_`` op (``kernels/ops.py``)."""
     write_back: list[tuple[Tensor, Tensor]] = []
     if not all(map(Tensor.is_contiguous, itertools.chain(params, grads, exp_avgs))):
         params, grads, exp_avgs, write_back = _dense_triples(params, grads, exp_avgs)
-    parts = _split_by(lambda p, m: (p.dtype, m.dtype), params, grads, exp_avgs)
-    if absmaxes is not None:  # keep each tensor's block maxima with it
-        where = {id(m): a for m, a in zip(exp_avgs, absmaxes, strict=True)}
-        parts = [(p_s, g_s, m_s, [where[id(m)] for m in m_s]) for p_s, g_s, m_s in parts]
-    for p_s, g_s, m_s, *a_s in parts:
+    lists = (params, grads, exp_avgs) if absmaxes is None else (params, grads, exp_avgs, absmaxes)
+    for p_s, g_s, m_s, *a_s in _split_by(lambda p, m: (p.dtype, m.dtype), *lists):
         seed = None
         if stochastic and p_s[0].dtype == torch.bfloat16:
-            seed = int(torch.randint(2**31 - 1, ()))  # torch's CPU generator: no device sync
-        triton_kernel.lion_step(p_s, g_s, m_s, lr=lr, weight_decay=weight_decay,
-                                stochastic_seed=seed, absmaxes=a_s[0] if a_s else None,
-                                **amp, **hyper)  # fmt: skip
+            # torch's CPU generator: no device sync; the op reads it (no graph break)
+            seed = torch.randint(2**31 - 1, ())
+        ops.lion_triton(p_s, g_s, m_s, grad_scale=grad_scale, found_inf=found_inf, seed=seed,
+                        absmaxes=a_s[0] if a_s else None, **hyper)  # fmt: skip
     for dst, src in write_back:
         dst.copy_(src)
 
 
-def _dense_triples(params, grads, exp_avgs):
+def _dense_triples(params, grads, exp_avgs, with_grads=False):
     """The kernel walks raw storage, so each (p, g, m) must share one dense layout; any other
     triple is stepped on contiguous copies, returned with the (original, copy) pairs to write
-    back afterwards."""
+    back afterwards (the grads' too when ``with_grads``: the kernel unscales them in place)."""
     out: tuple[list, list, list] = ([], [], [])
     write_back = []
     for p, g, m in zip(params, grads, exp_avgs, strict=True):
         if not _same_dense_layout(p, g, m):
-            p_c, g, m_c = p.contiguous(), g.contiguous(), m.contiguous()
-            write_back += [(t, c) for t, c in ((p, p_c), (m, m_c)) if c is not t]
-            p, m = p_c, m_c
+            p_c, g_c, m_c = p.contiguous(), g.contiguous(), m.contiguous()
+            written = ((p, p_c), (g, g_c), (m, m_c)) if with_grads else ((p, p_c), (m, m_c))
+            write_back += [(t, c) for t, c in written if c is not t]
+            p, g, m = p_c, g_c, m_c
         for lst, t in zip(out, (p, g, m), strict=True):
             lst.append(t)
     return (*out, write_back)
 
 
-def _split_by(key, params, grads, exp_avgs) -> list[tuple[list, list, list]]:
-    """Split the triples into lists sharing ``key(p, m)``; one split (the usual case) is free."""
+def _split_by(key, params, grads, exp_avgs, *more) -> list[tuple[list, ...]]:
+    """Split the triples (and the lists in ``more``, element by element) into lists sharing
+    ``key(p, m)``; one split (the usual case) is free."""
+    lists = (params, grads, exp_avgs, *more)
     keys = [key(p, m) for p, m in zip(params, exp_avgs, strict=True)]
     if len(set(keys)) == 1:
-        return [(params, grads, exp_avgs)]
-    groups: dict[Any, tuple[list, list, list]] = {}
-    for k, *triple in zip(keys, params, grads, exp_avgs, strict=True):
-        for lst, t in zip(groups.setdefault(k, ([], [], [])), triple, strict=True):
+        return [lists]
+    groups: dict[Any, tuple[list, ...]] = {}
+    for k, *items in zip(keys, *lists, strict=True):
+        for lst, t in zip(groups.setdefault(k, tuple([] for _ in lists)), items, strict=True):
             lst.append(t)
     return list(groups.values())
 
