@@ -110,3 +110,13 @@ def test_the_command_prints_the_table_and_fails_on_a_problem(rows, capsys, tmp_p
     assert main(argv) == 1
     assert "spills 64 bytes" in capsys.readouterr().out
     assert main(["bench", "kernels", "--target", "sm_70"]) == 2
+
+
+def test_the_host_benchmark_stubs_the_launches_and_restores_them(capsys):
+    launcher, runs_on = triton_kernel._kernels, triton_kernel.runs_on
+    result = kernels.host_step_time(n_tensors=12, steps=20, cautious=True)
+    assert 0 < result["p10_us"] <= result["median_us"] <= result["p90_us"]
+    assert triton_kernel._kernels is launcher and triton_kernel.runs_on is runs_on
+    assert triton_kernel._tables == []  # its tables were dropped
+    assert main(["bench", "host", "--tensors", "8", "--steps", "10", "--markdown"]) == 0
+    assert "| cautious |" in capsys.readouterr().out

@@ -151,6 +151,17 @@ def add_bench_commands(commands) -> None:
     kern.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     kern.add_argument("--markdown", action="store_true", help="print a Markdown table")
     kern.set_defaults(handler=_bench_kernels)
+    host = benches.add_parser(
+        "host",
+        help="host (Python) time of a fused Triton Lion step, with the launches stubbed",
+        description="Time optforge.Lion(fused=True).step() on the Triton path over N tensors "
+        "with the kernel launches replaced by no-ops: what the host spends per step (lists, "
+        "dispatch, the cached address table), with no device work. Needs no GPU.",
+    )
+    host.add_argument("--tensors", type=positive_int, default=290, help="parameters (290)")
+    host.add_argument("--steps", type=positive_int, default=300, help="timed steps (300)")
+    host.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    host.set_defaults(handler=_bench_host)
     add_fidelity_commands(benches)
 
 
@@ -448,3 +459,19 @@ def _bench_kernels(args: argparse.Namespace, console: Console) -> int:
         console.print(f"all {len(rows)} compiles clean: no spills, aligned variants move "
                       f"the tensors' data in 128-bit accesses only")  # fmt: skip
     return 1 if problems else 0
+
+
+def _bench_host(args: argparse.Namespace, console: Console) -> int:
+    from optforge.bench import kernels
+
+    rows = []
+    for cautious in (False, True):
+        r = kernels.host_step_time(args.tensors, args.steps, cautious=cautious)
+        rows.append(["cautious" if cautious else "plain", f"{r['median_us']:.0f}",
+                     f"{r['p10_us']:.0f}-{r['p90_us']:.0f}",
+                     f"{r['median_us'] / args.tensors:.2f}"])  # fmt: skip
+    title = (f"Host time of Lion(fused=True).step() on the Triton path, {args.tensors} "
+             f"tensors, launches stubbed ({args.steps} steps)")  # fmt: skip
+    columns = ["step", "median (us)", "p10-p90 (us)", "us per tensor"]
+    print_table(console, title, columns, rows, args.markdown)
+    return 0
