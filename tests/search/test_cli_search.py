@@ -119,14 +119,16 @@ def test_family_and_state_bytes_of_the_library():
                        "    return update, v1, v2") == 0  # fmt: skip
 
 
-def test_minutes_stops_the_search_and_sets_its_budget(tmp_path):
+@pytest.mark.parametrize("budget", [["--budget", "100000"], []], ids=["budget", "no-budget"])
+def test_minutes_stops_the_search_and_sets_its_budget(tmp_path, budget):
     """--minutes ends the search after the generation running at that time; the journal's
-    budget becomes what was generated, so a plain --resume does not run on."""
+    budget becomes what was generated, so a plain --resume does not run on. Without
+    --budget the clock alone bounds it (not the default 1,000 candidates)."""
     import json
     import sqlite3
 
     path = tmp_path / "timed.db"
-    code = main(["search", "--task", "digits-mlp-test", "--budget", "100000", "--batch", "8",
+    code = main(["search", "--task", "digits-mlp-test", *budget, "--batch", "8",
                  "--population", "8", "--tournament", "2", "--minutes", "0.05",
                  "--no-funnel", "--journal", str(path)])  # fmt: skip
     assert code == 0

@@ -14,6 +14,10 @@ from rich.syntax import Syntax
 
 from optforge.commands.common import positive_float, positive_int, print_table
 
+# The budget of a search bounded by --minutes alone: the clock stops it (its journal then
+# records the candidates generated as its budget).
+UNTIL_TIME = 10**9
+
 
 def add_search_commands(commands) -> None:
     search = commands.add_parser(
@@ -23,8 +27,8 @@ def add_search_commands(commands) -> None:
     search.add_argument(
         "--budget",
         type=positive_int,
-        help="candidates to generate, cache hits included (default 1000; with --resume, "
-        "a new budget that extends the search)",
+        help="candidates to generate, cache hits included (default 1000, or no limit with "
+        "--minutes; with --resume, a new budget that extends the search)",
     )
     search.add_argument("--seed", type=int, default=0)
     search.add_argument(
@@ -259,7 +263,8 @@ def _config(args, console):
         warm = {"warm_start": program.source()}
     fitness = {"fitness": parse_definition(args.fitness)} if args.fitness else {}
     config = SearchConfig(
-        task=args.task, budget=args.budget or 1000, seed=args.seed, algorithm=args.algorithm,
+        task=args.task, budget=args.budget or (UNTIL_TIME if args.minutes else 1000),
+        seed=args.seed, algorithm=args.algorithm,
         population=args.population, tournament=args.tournament, batch=args.batch,
         workers=args.workers, runs=args.runs, restart_after=args.restart_after,
         rescore_after=args.rescore_after, time_limit=args.time_limit, compiled=args.compiled,
@@ -329,7 +334,8 @@ def _run_live(search_cls, journal, config, executor, console, seconds=None):
         TimeRemainingColumn(),
         console=console,
     )
-    task = bar.add_task("search", total=config.budget, rate="")
+    task = bar.add_task("search", total=None if config.budget == UNTIL_TIME else config.budget,
+                        rate="")  # fmt: skip
     best = Panel("waiting for the warm start", title="best program")
 
     def show(p) -> None:
