@@ -120,3 +120,26 @@ def test_the_host_benchmark_stubs_the_launches_and_restores_them(capsys):
     assert triton_kernel._tables == []  # its tables were dropped
     assert main(["bench", "host", "--tensors", "8", "--steps", "10", "--markdown"]) == 0
     assert "| cautious |" in capsys.readouterr().out
+
+
+def test_launches_compile_as_the_report_does(monkeypatch):
+    """The report compiles with the launch's options (no fp contraction), so what it proves
+    about the PTX holds for what runs; one launch per chunk list, aligned and not."""
+    calls = []
+
+    class Recording:
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: calls.append((grid, kwargs))
+
+    monkeypatch.setattr(triton_kernel, "_kernels", lambda: type("K", (), {
+        "step": Recording(), "count_agreement": Recording()}))  # fmt: skip
+    triton_kernel.clear_cache()
+    params = [torch.randn(100), torch.randn(1)]  # 100 = 25 vectors; 1: unaligned remainder
+    grads, momenta = [torch.randn_like(p) for p in params], [torch.zeros_like(p) for p in params]
+    triton_kernel.lion_step(params, grads, momenta, lr=0.1, beta1=0.9, beta2=0.99,
+                            weight_decay=0.0, maximize=False, cautious=True)  # fmt: skip
+    triton_kernel.clear_cache()
+    assert len(calls) == 4  # count and step, each over the aligned and the unaligned chunks
+    assert [kwargs["ALIGNED"] for _, kwargs in calls] == [True, False, True, False]
+    for _, kwargs in calls:
+        assert kwargs["enable_fp_fusion"] is False and kwargs["num_warps"] == 4

@@ -174,7 +174,8 @@ def _compile_one(task: tuple[Variant, str]) -> Row:
     kernel = getattr(_triton_lion, variant.kernel)
     try:
         source = ASTSource(kernel, signature, constants)
-        compiled = triton.compile(source, target=GPUTarget("cuda", TARGETS[target], 32))
+        gpu = GPUTarget("cuda", TARGETS[target], 32)
+        compiled = triton.compile(source, target=gpu, options=triton_kernel.COMPILE_OPTIONS)
     except Exception as e:  # noqa: BLE001 (any compiler failure is this row's result)
         first_line = next(iter(str(e).strip().splitlines()), "")
         row.error = f"{type(e).__name__}: {first_line[:200]}".rstrip(": ")

@@ -448,8 +448,9 @@ def _bench_kernels(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump([dataclasses.asdict(r) for r in rows], f, indent=1)
+    options = ", ".join(f"{k}={v}" for k, v in kernels.triton_kernel.COMPILE_OPTIONS.items())
     title = (f"Triton Lion kernels compiled for {', '.join(targets)} "
-             f"(BLOCK {kernels.triton_kernel.BLOCK}, 4 warps)")  # fmt: skip
+             f"(BLOCK {kernels.triton_kernel.BLOCK}, {options})")  # fmt: skip
     print_table(console, title, kernels.COLUMNS, kernels.table_rows(rows), args.markdown,
                 numeric=False)  # fmt: skip
     problems = kernels.problems(rows)

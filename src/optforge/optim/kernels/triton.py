@@ -39,6 +39,11 @@ SUPPORTED = {(p, m) for p in (_F32, _BF16, _F16) for m in (_F32, _BF16, _F16)}
 SUPPORTED_QUANTIZED = {(p, torch.int8) for p in (_F32, _BF16, _F16)}
 CHUNK = 32768  # elements per Triton program (a tensor's tail chunk is shorter)
 BLOCK = 2048  # elements per loop iteration inside a program
+# How every launch compiles. No floating-point contraction: the kernel writes its fused
+# multiply-adds itself (tl.fma, as ATen's lerp), and a contracted ``a * b + c`` elsewhere (the
+# 8-bit codes, a tensor lr's decay) would round differently from the torch paths and from the
+# interpreter the tests run (Triton 3.9 contracts unless told; 3.10 will not by default).
+COMPILE_OPTIONS = dict(num_warps=4, enable_fp_fusion=False)
 _TABLE_CACHE_SIZE = 8  # address tables kept per process (a few param groups x dtype splits)
 
 
@@ -109,6 +114,7 @@ def lion_step(
             kernels.count_agreement[(n,)](
                 *first, chunks, len(params), counts, 1 - beta1, grad_scale,
                 params[0], grads[0], exp_avgs[0], **options.count_constants(aligned, table.vec),
+                **COMPILE_OPTIONS,
             )  # fmt: skip
         mean = counts.to(torch.float32) / table.numels.clamp(min=1).to(torch.float32)
         scale = 1.0 / mean.clamp_(min=1e-3)
@@ -120,6 +126,7 @@ def lion_step(
             1 - beta1, 1 - beta2, scale, grad_scale,
             found_inf if found_inf is not None else dummy, stochastic_seed or 0,
             params[0], grads[0], exp_avgs[0], **options.step_constants(aligned, table.vec),
+            **COMPILE_OPTIONS,
         )  # fmt: skip
 
 
