@@ -56,7 +56,7 @@ def test_library_names_and_json_files_are_accepted(tmp_path, capsys):
 
 def test_unknown_program_and_parse_errors_are_explained(tmp_path, capsys):
     assert main(["show", "no-such-thing"]) == 2
-    assert "no library program of that name (library: sgd, momentum" in capsys.readouterr().out
+    assert "no library program (library: sgd, momentum" in capsys.readouterr().out
     path = tmp_path / "typo.py"
     path.write_text(
         "def train(w, g, v1, v2, lr):\n    update = sgn(g)\n    return update, v1, v2\n"

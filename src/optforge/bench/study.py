@@ -95,13 +95,15 @@ def check_optimizer(name: str) -> None:
 
 
 def _program(spec: str):
-    from rich.console import Console
-
-    from optforge.commands.common import load_program
+    """The program ``spec`` names, or None (a built-in optimizer, or no program)."""
+    from optforge.search.resolve import ProgramNotFound, resolve_program
 
     if spec in OPTIMIZERS:
         return None
-    return load_program(spec, Console(quiet=True))
+    try:
+        return resolve_program(spec)
+    except ProgramNotFound:
+        return None
 
 
 def make_optimizer(name: str, model: nn.Module, lr: float, wd: float, wd_on: str,

@@ -67,64 +67,12 @@ def read_json(path: str, console: Console) -> dict | None:
 
 
 def load_program(spec: str, console: Console):
-    """A Program from a file (program text, or JSON) or a library name; None after an error
-    has been printed."""
-    from pathlib import Path
+    """The program ``spec`` names (``search/resolve.py``: a file, a library name, a journal
+    or ``JOURNAL:ID``); None after its error has been printed."""
+    from optforge.search.resolve import ProgramNotFound, resolve_program
 
-    from optforge.program import Program, ProgramError, library, parse
-
-    path = Path(spec)
     try:
-        journal_program = _from_journal(spec)
-        if journal_program is not None:
-            return journal_program
-        if path.is_file():
-            text = path.read_text()
-            return Program.from_json(text) if path.suffix == ".json" else parse(text)
-        if spec in library.PROGRAMS:
-            return library.PROGRAMS[spec]()
-    except ProgramError as e:
-        console.print(f"[red]error:[/red] {spec}: {e}", highlight=False)
-        return None
-    except LookupError as e:
+        return resolve_program(spec)
+    except ProgramNotFound as e:
         console.print(f"[red]error:[/red] {e}", highlight=False)
         return None
-    except (OSError, UnicodeDecodeError) as e:
-        console.print(f"[red]error:[/red] cannot read {spec}: {e}", highlight=False)
-        return None
-    names = ", ".join(library.PROGRAMS)
-    console.print(f"[red]error:[/red] no file {spec!r}, and no library program of that name "
-                  f"(library: {names})", highlight=False)  # fmt: skip
-    return None
-
-
-def _from_journal(spec: str):
-    """``JOURNAL`` (its first simplified finalist, else its best program) or ``JOURNAL:ID``."""
-    from pathlib import Path
-
-    from optforge.program import parse
-    from optforge.search.journal import Journal, JournalError, folded_program, is_journal
-
-    path, _, ident = spec.rpartition(":") if ":" in spec else (spec, "", "")
-    if not (ident.isdigit() and is_journal(path)):
-        path, ident = spec, ""
-    if not is_journal(path):
-        return None
-    journal = Journal(Path(path))
-    try:
-        if ident:
-            try:
-                return folded_program(journal.candidate(int(ident)))
-            except JournalError as e:
-                raise LookupError(str(e)) from None
-        from optforge.search import report
-
-        finalists = report.finalists(journal)
-        if finalists:
-            return parse(finalists[0]["simplified_source"])
-        board = report.leaderboard(journal, 1)
-        if not board:
-            raise LookupError(f"{path} has no evaluated candidate yet")
-        return parse(board[0][2])
-    finally:
-        journal.close()
