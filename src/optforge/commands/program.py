@@ -8,6 +8,9 @@ from rich.console import Console
 
 from optforge.commands.common import load_program, print_table
 
+EXPORT_NAMES = {"torch": "ExportedOptimizer", "optax": "exported_optimizer"}
+"""Export formats and the default name of what each defines."""
+
 
 def add_program_commands(commands) -> None:
     spec_help = (
@@ -28,11 +31,24 @@ def add_program_commands(commands) -> None:
     simplify.set_defaults(handler=_simplify)
 
     export = commands.add_parser(
-        "export", help="write a program as a standalone torch optimizer module"
+        "export",
+        help="write a program as a standalone module: a torch optimizer, or an optax "
+        "transformation for JAX",
     )
     export.add_argument("program", metavar="PROGRAM", help=spec_help)
     export.add_argument("-o", "--output", metavar="FILE", required=True, help="module path")
-    export.add_argument("--name", default="ExportedOptimizer", help="the optimizer class name")
+    export.add_argument(
+        "--format",
+        choices=EXPORT_NAMES,
+        default="torch",
+        help="torch: a torch.optim.Optimizer class (needs torch only); optax: a factory "
+        "returning an optax.GradientTransformation (needs jax and optax only)",
+    )
+    export.add_argument(
+        "--name",
+        help="the optimizer class name (torch, default ExportedOptimizer) or factory name "
+        "(optax, default exported_optimizer)",
+    )
     export.set_defaults(handler=_export)
 
     prims = commands.add_parser("primitives", help="the primitive table of the program language")
@@ -43,7 +59,7 @@ def add_program_commands(commands) -> None:
 def _primitives(args: argparse.Namespace, console: Console) -> int:
     from optforge.program.primitives import PRIMITIVES
 
-    columns = ["name", "written", "arity", "shape rule", "torch", "domain"]
+    columns = ["name", "written", "arity", "shape rule", "torch", "jax", "domain"]
     rows = []
     for p in PRIMITIVES.values():
         if p.kind in ("constant", "input"):  # bare names, no call
@@ -54,9 +70,12 @@ def _primitives(args: argparse.Namespace, console: Console) -> int:
             written = "x"
         else:
             written = f"{p.name}({', '.join(p.params)})"
-        rows.append([p.name, written, str(p.arity), p.kind, p.code, p.domain])
-    if args.markdown:  # names as written and torch code as code
-        rows = [[f"`{c}`" if i in (1, 4) else c for i, c in enumerate(row)] for row in rows]
+        code = [written, p.code, p.jax]
+        if args.markdown:  # names as written, torch and jax code as code
+            code = [f"`{c}`" if c is not None else c for c in code]
+        written, torch_code, jax_code = code
+        jax_code = jax_code or "none (optforge export --format optax refuses it)"
+        rows.append([p.name, written, str(p.arity), p.kind, torch_code, jax_code, p.domain])
     print_table(console, f"{len(rows)} primitives", columns, rows, args.markdown, numeric=False)
     if not args.markdown:
         console.print(
@@ -143,16 +162,23 @@ def _simplify(args: argparse.Namespace, console: Console) -> int:
 def _export(args: argparse.Namespace, console: Console) -> int:
     from optforge.program import ProgramError
     from optforge.program.export import export
+    from optforge.program.export_optax import export_optax
 
     program = load_program(args.program, console)
     if program is None:
         return 2
-    try:
-        source = export(program, args.name)
+    name = args.name or EXPORT_NAMES[args.format]
+    try:  # an unsupported primitive is a ProgramError naming it
+        source = export(program, name) if args.format == "torch" else export_optax(program, name)
     except (ProgramError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}", highlight=False)
         return 2
     with open(args.output, "w") as f:
         f.write(source)
-    console.print(f"wrote {args.output}: class {args.name}(torch.optim.Optimizer)")
+    defined = (
+        f"class {name}(torch.optim.Optimizer)"
+        if args.format == "torch"
+        else f"def {name}(learning_rate, ...) -> optax.GradientTransformation"
+    )
+    console.print(f"wrote {args.output}: {defined}", highlight=False)
     return 0

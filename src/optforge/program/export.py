@@ -6,6 +6,10 @@ each statement is the primitive's own ``code`` from primitives.py, and the segme
 code runs on (per-tensor reductions, matrix views, Newton-Schulz, row and column statistics,
 the inputs ``hidden`` and ``aspect``) is the source text of layout.py itself, copied into the
 module, so the export and the executor cannot drift apart.
+
+``statements`` renders a program's live statements for either export target from the
+primitive table (``code`` for torch, ``jax`` for JAX): ``export_optax.py`` writes its optax
+transformation from the same function, so the two targets cannot drift apart either.
 """
 
 from __future__ import annotations
@@ -13,11 +17,18 @@ from __future__ import annotations
 import ast
 import builtins
 import inspect
+import keyword
 import re
 
 from optforge.program import layout
-from optforge.program.analysis import analyze
-from optforge.program.primitives import CONSTANT_VALUES, INPUT_NAMES, PRIMITIVES, SEGMENTED
+from optforge.program.analysis import Analysis, analyze
+from optforge.program.primitives import (
+    CONSTANT_VALUES,
+    INPUT_NAMES,
+    PRIMITIVES,
+    SEGMENTED,
+    Target,
+)
 from optforge.program.program import STATES, Program, ProgramError
 
 # names the generated step uses itself; program variables with these names get a suffix
@@ -48,10 +59,14 @@ def layout_source() -> tuple[str, str]:
     return "\n".join(lines[first:last]), "\n".join(lines[last:]).strip("\n")
 
 
-def _module_names() -> set[str]:
-    """Names the generated module defines or uses at its top level: a program variable
-    shadowing one inside ``step`` would make it a local there."""
-    tree = ast.parse(inspect.getsource(layout))
+class UnsupportedPrimitiveError(ProgramError):
+    """The program calls a primitive that has no form in the export target."""
+
+
+def module_names(source: str) -> set[str]:
+    """Names a generated module's helper ``source`` defines or imports at its top level: a
+    program variable shadowing one inside the generated step would make it a local there."""
+    tree = ast.parse(source)
     names = {"torch", "math"}
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.ClassDef):
@@ -67,16 +82,10 @@ def export(program: Program, class_name: str = "ExportedOptimizer") -> str:
     """Python source of a module defining ``class_name``, a torch optimizer running
     ``program`` (``w <- w - update``; ``lr`` is the group's learning rate; a param group may
     set ``hidden`` as ``ProgramOptimizer`` does)."""
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", class_name):
-        raise ValueError(f"class name {class_name!r} is not a Python identifier")
-    analysis = analyze(program)
-    if not analysis.valid:
-        raise ProgramError("cannot export an invalid program: " + "; ".join(analysis.errors))
-    names = _NameMap(program, {class_name})
-    live = [s for i, s in enumerate(program.statements) if i not in analysis.redundant]
-    used = {a for s in live for a in s.args} | {program.returns[0]}
-    used |= {new for state, new in zip(STATES, program.returns[1:], strict=True)
-             if state in analysis.reads}  # fmt: skip
+    check_identifier(class_name, "class name")
+    analysis = checked_analysis(program, "torch")
+    names = NameMap(program, _LOCALS | module_names(inspect.getsource(layout)) | {class_name})
+    used = used_names(program, analysis)
     body = [f"{names('lr')} = const(float(group['lr']))"] if "lr" in used else []
     if "step" in used:
         body.append("step = torch.stack(steps).to(dtype)  # one count per tensor")
@@ -86,17 +95,7 @@ def export(program: Program, class_name: str = "ExportedOptimizer") -> str:
                 "[p.grad for p in params]" if name == "g" else
                 f"[self._state(p, {name!r}) for p in params]")  # fmt: skip
             body.append(f"{names(name)} = flat({source})")
-    # scalars holding one value per tensor (need seg.expand): the inputs, reductions of
-    # tensors and arithmetic on either
-    per_tensor: set[str] = set(INPUT_NAMES)
-    for i, (s, arg_types) in enumerate(zip(program.statements, analysis.arg_types, strict=True)):
-        if i in analysis.redundant:
-            continue  # never reaches an output
-        body.append(f"{names(s.target)} = {_expression(s, arg_types, names, per_tensor)}")
-        if _is_per_tensor(s, arg_types, per_tensor):
-            per_tensor.add(s.target)
-        else:
-            per_tensor.discard(s.target)
+    body.extend(statements(program, analysis, names, "torch"))
     update, new_v1, new_v2 = (names(n) for n in program.returns)
     body.append(f"for p, delta in zip(params, split({update})):")
     body.append("    p.sub_(delta.view_as(p).to(p.dtype))")
@@ -114,12 +113,70 @@ def export(program: Program, class_name: str = "ExportedOptimizer") -> str:
     )
 
 
-class _NameMap:
-    """Program names as Python names in the generated step: a name the step or the module
-    uses itself, or a builtin, gets a suffix (one no program variable has)."""
+def check_identifier(name: str, what: str) -> None:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or keyword.iskeyword(name):
+        raise ValueError(f"{what} {name!r} is not a Python identifier")
 
-    def __init__(self, program: Program, extra: set[str] = frozenset()):
-        self.reserved = _LOCALS | _module_names() | set(dir(builtins)) | set(extra)
+
+def checked_analysis(program: Program, target: Target) -> Analysis:
+    """The program's analysis, after checking that it is valid and that every live statement's
+    primitive has a form in ``target`` (one error naming all those that have none)."""
+    analysis = analyze(program)
+    if not analysis.valid:
+        raise ProgramError("cannot export an invalid program: " + "; ".join(analysis.errors))
+    missing: dict[str, list[str]] = {}
+    for i, s in enumerate(program.statements):
+        if i in analysis.redundant:
+            continue  # never written into the module
+        leaves = [a for a in s.args if isinstance(a, str) and a in PRIMITIVES]
+        for name in (s.op, *leaves):
+            if PRIMITIVES[name].code_for(target) is None:
+                missing.setdefault(name, []).append(f"statement {i + 1}: {s.source()}")
+    if missing:
+        label = {"torch": "torch", "jax": "JAX"}[target]
+        which = "; ".join(f"{name!r} ({', '.join(where)})" for name, where in missing.items())
+        raise UnsupportedPrimitiveError(
+            f"cannot export to {label}: no {label} form for the primitive"
+            f"{'s' if len(missing) > 1 else ''} {which}"
+        )
+    return analysis
+
+
+def used_names(program: Program, analysis: Analysis) -> set[str]:
+    """Names the live statements read, plus the outputs that matter."""
+    live = [s for i, s in enumerate(program.statements) if i not in analysis.redundant]
+    used = {a for s in live for a in s.args if isinstance(a, str)} | {program.returns[0]}
+    used |= {new for state, new in zip(STATES, program.returns[1:], strict=True)
+             if state in analysis.reads}  # fmt: skip
+    return used
+
+
+def statements(program: Program, analysis: Analysis, names: NameMap, target: Target) -> list[str]:
+    """The live statements as Python assignments, each its primitive's code for ``target``
+    over the segment layout ``seg`` (``scalar_seg`` for reductions of scalars), literals as
+    ``const(value)``. Both export targets write their step from this."""
+    # scalars holding one value per tensor (need seg.expand): the inputs, reductions of
+    # tensors and arithmetic on either
+    per_tensor: set[str] = set(INPUT_NAMES)
+    body = []
+    for i, (s, arg_types) in enumerate(zip(program.statements, analysis.arg_types, strict=True)):
+        if i in analysis.redundant:
+            continue  # never reaches an output
+        expression = _expression(s, arg_types, names, per_tensor, target)
+        body.append(f"{names(s.target)} = {expression}")
+        if _is_per_tensor(s, arg_types, per_tensor):
+            per_tensor.add(s.target)
+        else:
+            per_tensor.discard(s.target)
+    return body
+
+
+class NameMap:
+    """Program names as Python names in the generated step: a name the step or the module
+    uses itself (``reserved``), or a builtin, gets a suffix (one no program variable has)."""
+
+    def __init__(self, program: Program, reserved: set[str]):
+        self.reserved = set(reserved) | set(dir(builtins))
         self.taken = {s.target for s in program.statements}
         self.renamed: dict[str, str] = {}
 
@@ -144,20 +201,20 @@ def _is_per_tensor(statement, arg_types, per_tensor: set[str]) -> bool:
     return any(a in per_tensor for a in statement.args if isinstance(a, str))
 
 
-def _argument(a, names: _NameMap) -> str:
+def _argument(a, names: NameMap, target: Target) -> str:
     if isinstance(a, float) or a in CONSTANT_VALUES:
         return f"const({_value(a)!r})"
     if a in INPUT_NAMES:
-        return PRIMITIVES[a].code  # seg.input('hidden', dtype), ..., step
+        return PRIMITIVES[a].code_for(target)  # seg.input('hidden', dtype), ..., step
     return names(a)
 
 
-def _expression(statement, arg_types, names: _NameMap, per_tensor: set[str]) -> str:
+def _expression(statement, arg_types, names: NameMap, per_tensor: set[str], target) -> str:
     prim = PRIMITIVES[statement.op]
     tensor_args = "tensor" in arg_types
     args = []
     for a, t in zip(statement.args, arg_types, strict=True):
-        text = _argument(a, names)
+        text = _argument(a, names, target)
         if t == "scalar" and tensor_args and prim.kind in SEGMENTED:
             text = f"seg.full({text})"
         elif t == "scalar" and tensor_args and a in per_tensor:
@@ -166,7 +223,7 @@ def _expression(statement, arg_types, names: _NameMap, per_tensor: set[str]) -> 
     mapping = dict(zip(prim.params, args, strict=True))
     mapping["seg"] = "seg" if tensor_args else "scalar_seg"
     pattern = r"\b(" + "|".join(map(re.escape, mapping)) + r")\b"
-    return re.sub(pattern, lambda m: mapping[m.group(1)], prim.code)
+    return re.sub(pattern, lambda m: mapping[m.group(1)], prim.code_for(target))
 
 
 def _value(arg) -> float:
