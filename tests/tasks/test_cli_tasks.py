@@ -55,7 +55,8 @@ def test_bench_eval_measures_single_and_batched(capsys):
                          for f in ("adamw", "muon")}  # fmt: skip
     for (task, family), cells in rows.items():
         single, batched, best = float(cells[6]), float(cells[7]), float(cells[10].strip()[:-1])
-        assert best == pytest.approx(batched / single, abs=0.06)  # the ratio of the columns
+        # the ratio of the columns, each rounded for print (3% covers a small single rate)
+        assert best == pytest.approx(batched / single, rel=0.03, abs=0.06)
         low, high = (float(v) for v in cells[11].strip()[:-1].split("-"))
         assert low <= high
         if family == "muon":  # its batched rate over AdamW's, as the two columns say
