@@ -12,6 +12,7 @@ from rich.console import Console
 
 from optforge import __version__
 from optforge.commands.bench import add_bench_commands
+from optforge.commands.dashboard import add_dashboard_command
 from optforge.commands.program import add_program_commands
 from optforge.commands.report import add_compare_command
 from optforge.commands.search import add_search_commands
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_program_commands(commands)
     add_task_commands(commands)
     add_study_command(commands)
+    add_dashboard_command(commands)
     return parser
 
 
