@@ -56,6 +56,9 @@ def summary(journal: Journal) -> dict[str, Any]:
             "last_write": max(writes, default=None),
             "idle_after": max(60.0, 2 * config.time_limit),
             "funnel_configured": bool(config.funnel.stages or config.funnel.meta),
+            "funnel_started": bool(
+                {r["task"] for r in results} & {*config.funnel.stages, *config.funnel.meta}
+            ),
             "finalists": len(finalists),
         },
         "plot": plot_data(journal, config.task),
@@ -85,18 +88,20 @@ def phase(status: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     idle = None if last is None else max(0.0, now - last)
     active = idle is not None and idle < status["idle_after"]
     searching = status["budget"] is None or status["generated"] < status["budget"]
-    if status["finalists"]:
+    funnel = status["funnel_started"] and not status["finalists"]
+    if last is None:  # configured, nothing written yet
+        state, label = "running", "starting: no candidate yet"
+    elif status["finalists"]:
         state, label = "finished", "finished (search, funnel and meta-validation)"
-    elif active:
+    elif active and (searching or funnel):
         state = "running"
         label = "running: searching" if searching else "running: funnel and meta-validation"
     elif searching:
         state, label = "stopped", "stopped before its budget (optforge search --resume continues)"
+    elif funnel:
+        state, label = "stopped", "stopped in the funnel (optforge search --resume continues)"
     else:
-        state, label = (
-            "finished",
-            "search finished" + (", funnel not run" if status["funnel_configured"] else ""),
-        )
+        state, label = "finished", "search finished; no funnel run (yet)"
     return {"state": state, "label": label, "idle": idle}
 
 

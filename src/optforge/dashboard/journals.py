@@ -88,13 +88,13 @@ class _Snapshot:
         self.db.execute("COMMIT")
 
 
-def describe(error: BaseException) -> str:
+def describe(error: BaseException, path: str) -> str:
     """One line for the page and the terminal."""
     if isinstance(error, JournalError):
-        return str(error)
+        return str(error)  # it names the file
     if isinstance(error, sqlite3.DatabaseError):
-        return f"cannot be read as an optforge journal: {error} (corrupt, or not a journal)"
-    return f"cannot be read: {type(error).__name__}: {error}"
+        return f"{path} cannot be read as an optforge journal: {error} (corrupt, or not one)"
+    return f"{path} cannot be read: {type(error).__name__}: {error}"
 
 
 class Watched:
@@ -127,7 +127,7 @@ class Watched:
                 return self.version, self.cache[key]
             except (JournalError, sqlite3.Error, ValueError, KeyError) as e:
                 self._close()
-                self._set_error(describe(e))
+                self._set_error(describe(e, self.path))
                 raise JournalUnavailable(self.error) from None
 
     def _open(self) -> ReadOnlyJournal:

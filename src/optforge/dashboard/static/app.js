@@ -41,7 +41,7 @@ function section(head) {
   const nodes = {};
   nodes.badge = el("span", { class: "badge", text: "…" });
   nodes.phase = el("span", { class: "muted phase" });
-  nodes.error = el("div", { class: "error", hidden: "" });
+  nodes.error = el("div", { class: "error journal-error", hidden: "" });
   nodes.status = el("dl", { class: "status" });
   nodes.plot = el("div", { class: "plot" });
   nodes.board = el("tbody");
