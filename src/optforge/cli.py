@@ -9,8 +9,10 @@ import argparse
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from optforge import __version__
+from optforge._extras import MissingExtra
 from optforge.commands.bench import add_bench_commands
 from optforge.commands.dashboard import add_dashboard_command
 from optforge.commands.program import add_program_commands
@@ -18,6 +20,7 @@ from optforge.commands.report import add_compare_command
 from optforge.commands.search import add_search_commands
 from optforge.commands.study import add_study_command
 from optforge.commands.tasks import add_task_commands
+from optforge.tasks.data import DatasetMissing
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `optforge ... | head`: the reader left, nothing is wrong
         sys.stderr.close()
         return 0
+    except (MissingExtra, DatasetMissing) as e:  # what to install, as one line
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        return 2
 
 
 if __name__ == "__main__":

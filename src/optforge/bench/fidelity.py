@@ -345,10 +345,9 @@ def table(rows: Sequence[Row], targets: Sequence[str]) -> tuple[list[str], list[
 
 def plot(rows: Sequence[Row], targets: Sequence[str], path: str | Path) -> None:
     """One panel per (definition, target): target against fitness, one point per program."""
-    import matplotlib
+    from optforge._extras import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("the fidelity plot")
 
     fig, axes = plt.subplots(len(rows), len(targets), squeeze=False,
                              figsize=(4.2 * len(targets), 3.4 * len(rows)))  # fmt: skip

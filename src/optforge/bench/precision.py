@@ -193,10 +193,9 @@ def table_rows(results: list[Result]) -> list[list[str]]:
 
 def plot(results: list[Result], path: str) -> None:
     """One panel per task: each variant's metric with its seeds as dots."""
-    import matplotlib
+    from optforge._extras import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("the precision plot")
 
     tasks = list(dict.fromkeys(r.task for r in results))
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)

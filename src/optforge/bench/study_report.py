@@ -236,10 +236,9 @@ def _span(values: list[float]) -> str:
 
 def plots(rows: list[dict], out: Path, metric: str) -> list[Path]:
     """Write the PNGs; returns their paths."""
-    import matplotlib
+    from optforge._extras import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("the study's plots")
 
     all_settings = settings(rows)
     tops = best(all_settings)

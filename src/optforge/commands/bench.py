@@ -322,8 +322,11 @@ def _bench_precision(args: argparse.Namespace, console: Console) -> int:
     import dataclasses
     import json
 
+    from optforge._extras import check
     from optforge.bench import precision
 
+    if args.out:  # before the training, not after it
+        check("matplotlib", "plots", "bench precision --out (its plot)")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in precision.TASKS]
     if unknown or not tasks:
@@ -435,11 +438,10 @@ def _bench_kernels(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]--target {args.target!r}: choose from "
                       f"{', '.join(kernels.TARGETS)} (comma-separated)[/red]")  # fmt: skip
         return 2
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        console.print("[red]bench kernels needs Triton: pip install 'triton>=3.2'[/red]")
-        return 2
+    from optforge._extras import require
+
+    require("triton", None, "bench kernels", package="Triton",
+            install="pip install 'triton>=3.2' (torch's CUDA builds bring it)")  # fmt: skip
     chosen = kernels.variants(quick=args.quick)
     jobs = args.jobs or os.cpu_count() or 1
     with Progress(console=console, transient=True) as progress:

@@ -66,8 +66,11 @@ def add_fidelity_commands(benches) -> None:
 
 
 def _fidelity(args: argparse.Namespace, console: Console) -> int:
+    from optforge._extras import check
     from optforge.bench import fidelity
 
+    if args.out:  # before the measurements, not after them
+        check("matplotlib", "plots", "bench fidelity --out (its plot)")
     try:
         samples = fidelity.read_sample(args.programs)
         definitions = [fidelity.parse_definition(d) for d in args.fitness]

@@ -6,9 +6,11 @@ import argparse
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.syntax import Syntax
 
+from optforge._extras import MissingExtra
 from optforge.commands.common import print_table
 
 
@@ -156,8 +158,11 @@ def show_journal(path: str, console: Console, top: int = 10, plot_path: str | No
                     f"  {ident:>6}  {shown:>8}  {mutation or 'warm start'}", highlight=False
                 )
             console.print(Syntax(board[0][2], "python", theme="ansi_dark"))
-        png = report.plot(journal, plot_path or Path(path).with_suffix(".png"))
-        console.print(f"plot: {png}", highlight=False)
+        try:
+            png = report.plot(journal, plot_path or Path(path).with_suffix(".png"))
+            console.print(f"plot: {png}", highlight=False)
+        except MissingExtra as e:  # the report above stands without it
+            console.print(f"plot: not written; {escape(str(e))}", highlight=False)
         finalists = report.finalists(journal)
         for i, f in enumerate(finalists, 1):
             console.print(

@@ -178,9 +178,12 @@ def _search(args: argparse.Namespace, console: Console) -> int:
     path = _journal_path(args)
     try:
         config = None if args.resume else _config(args, console)
+        if config is not None:
+            _preflight(args, config)  # before the journal exists: a rerun starts afresh
         journal, config = open_journal(path, config, resume=bool(args.resume))
         if args.resume:
             _check_unchanged(args, config, console)
+            _preflight(args, config, journal)
         if args.resume and args.budget is not None and args.budget != config.budget:
             config = _with_budget(journal, config, args.budget)
     except (ValueError, KeyError, JournalError, ProgramError) as e:
@@ -230,6 +233,29 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         executor.close()
         journal.close()
     return 0
+
+
+def _preflight(args, config, journal=None) -> None:
+    """What the search will need later, checked before it starts: Ray for ``--executor
+    ray``, matplotlib for the fitness plot, and the data of every task it trains on (missing,
+    each would fail every candidate in the workers, or the run at its end).
+    ``MissingExtra`` / ``DatasetMissing`` end the command with one line (``cli.main``)."""
+    from optforge._extras import check
+    from optforge.search.executors import RAY
+    from optforge.tasks.registry import check_data
+
+    try:
+        if args.executor == "ray":
+            check("ray", **RAY)
+        check("matplotlib", "search", "optforge search (its fitness plot)")
+        check_data(config.scoring.tasks)
+        if args.funnel:
+            check_data((*config.funnel.stages, *config.funnel.meta), "the funnel's task",
+                       "; --no-funnel skips the funnel")  # fmt: skip
+    except BaseException:
+        if journal is not None:
+            journal.close()
+        raise
 
 
 def _journal_path(args) -> str:

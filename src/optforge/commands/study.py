@@ -65,9 +65,11 @@ def _study(args: argparse.Namespace, console: Console) -> int:
         TimeRemainingColumn,
     )
 
+    from optforge._extras import check
     from optforge.bench import study, study_report
     from optforge.bench.study_tasks import TASKS
 
+    check("matplotlib", "search", "optforge study (its plots)")  # before the runs
     out = Path(args.out)
     store_path = out / "study.db"
     if store_path.exists() and not args.resume:

@@ -23,9 +23,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_connections
 
+from optforge._extras import require
 from optforge.search.fitness import FitnessConfig
 
 EXECUTORS = ("inprocess", "local", "ray")
+RAY = dict(extra="cluster", feature="the Ray executor", package="Ray")  # for _extras.require
 
 
 @dataclass(frozen=True)
@@ -304,9 +306,8 @@ class RayExecutor(_PoolExecutor):
         if device.startswith("cuda") and gpus == 0:
             raise ValueError("--device cuda with the Ray executor needs --gpus-per-worker > 0 "
                              "(Ray hides GPUs from actors that did not ask for one)")  # fmt: skip
+        ray = require("ray", **RAY)  # before any worker starts
         super().__init__(workers, device)
-        import ray
-
         self._ray = ray
         if not ray.is_initialized():
             kwargs = {"address": address} if address else {"num_cpus": math.ceil(workers * cpus)}

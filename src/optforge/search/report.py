@@ -101,10 +101,9 @@ def finalists(journal: Journal) -> list[dict]:
 
 def plot(journal: Journal, path: str | Path) -> Path:
     """Fitness of every trained candidate in order, the best so far, and the baselines."""
-    import matplotlib
+    from optforge._extras import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("the search's fitness plot")
 
     config = config_of(journal)
     rows = journal.candidates("kind = 'child'")

