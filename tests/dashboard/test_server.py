@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import sys
 import time
 
 import pytest
@@ -184,3 +185,20 @@ def test_a_running_search_is_followed(serve, tmp_path):
     finally:
         stop(search)
     assert search.returncode is not None
+
+
+def test_without_plotly_the_command_says_what_to_install(searched, monkeypatch, capsys):
+    from optforge.cli import main
+
+    monkeypatch.setitem(sys.modules, "plotly", None)  # as if not installed
+    assert main(["dashboard", str(searched), "--port", "0"]) == 2
+    out = capsys.readouterr().out
+    assert "optforge dashboard" in out and "plotly" in out and "optforge[dashboard]" in out
+
+
+def test_a_port_out_of_range_is_refused(searched):
+    from optforge.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["dashboard", str(searched), "--port", "70000"])
+    assert exited.value.code == 2
