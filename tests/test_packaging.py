@@ -139,9 +139,10 @@ def test_metadata_accepts_the_users_torch_and_keeps_ray_and_matplotlib_in_extras
     sources = {
         f"optforge/{p.relative_to(ROOT / 'src' / 'optforge').as_posix()}"
         for p in (ROOT / "src" / "optforge").rglob("*")
-        if p.suffix in (".py", ".c")
+        if p.is_file() and (p.suffix in (".py", ".c") or "static" in p.parts)
     }
-    assert sources <= names, sources - names  # the C kernel's source included
+    assert sources <= names, sources - names  # the C kernel's source, the dashboard's page
+    assert extras["plotly"] == 'extra == "dashboard"'
 
 
 def test_the_install_kept_torch_and_brought_nothing_else(env):

@@ -21,8 +21,10 @@ EXTRAS = {
     "search": "plots + data: what `optforge search` and `optforge study` use",
     "cluster": "Ray: `optforge search --executor ray`, on this machine or a cluster",
     "jax": "JAX and optax: running programs exported with `--format optax`",
-    "all": "search + cluster + jax",
-    "test": "all + pytest, ruff, hypothesis and Triton (its CPU interpreter runs the kernels)",
+    "dashboard": "plotly: the plots of `optforge dashboard` (its plotly.min.js, served locally)",
+    "all": "search + cluster + jax + dashboard",
+    "test": "all + pytest, ruff, hypothesis, selenium and Triton (its CPU interpreter runs the "
+    "kernels)",
 }
 
 
