@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from optforge.bench import kernels
+from optforge.bench import host, kernels
 from optforge.cli import main
 from optforge.optim.kernels import triton as triton_kernel
 
@@ -124,6 +124,11 @@ def test_the_command_prints_the_table_and_fails_on_a_problem(rows, capsys, tmp_p
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "| fp32/fp32 aligned plain | sm_90 | yes |" in text
+    summary = next(line for line in text.splitlines() if line.startswith("| sm_90 | "))
+    quick = len(kernels.variants(quick=True))
+    assert summary.startswith(f"| sm_90 | {quick} of {quick} |")
+    aligned = summary.split("|")[6]  # only 128-bit accesses in the aligned variants
+    assert "×128b" in aligned and "×8b" not in aligned and "×32b" not in aligned
     assert len(json.loads(out.read_text())) == len(kernels.variants(quick=True))
     spilled = [kernels.Row(**{**r.__dict__, "spill_bytes": 64, "loop_spills": 2})
                for r in rows[:1]]  # fmt: skip
@@ -135,8 +140,9 @@ def test_the_command_prints_the_table_and_fails_on_a_problem(rows, capsys, tmp_p
 
 def test_the_host_benchmark_stubs_the_launches_and_restores_them(capsys):
     launcher, runs_on = triton_kernel._kernels, triton_kernel.runs_on
-    result = kernels.host_step_time(n_tensors=12, steps=20, cautious=True)
+    result = host.host_step_time(n_tensors=12, steps=20, cautious=True)
     assert 0 < result["p10_us"] <= result["median_us"] <= result["p90_us"]
+    assert 0 < result["table_us"] < result["median_us"]
     assert triton_kernel._kernels is launcher and triton_kernel.runs_on is runs_on
     assert triton_kernel._tables == []  # its tables were dropped
     assert main(["bench", "host", "--tensors", "8", "--steps", "10", "--markdown"]) == 0

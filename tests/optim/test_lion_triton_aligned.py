@@ -15,23 +15,14 @@ import torch
 import optforge
 from optforge.optim.kernels import quant
 from optforge.optim.kernels import triton as triton_kernel
+from tests.optim.test_lion_triton import DTYPE_PAIRS
 
 pytest.importorskip("triton")
 lion_module = importlib.import_module("optforge.optim.lion")
 B, C = triton_kernel.BLOCK, triton_kernel.CHUNK
 FLOAT_SIZES = [0, 1, 3, 8, B, B + 1, 2 * B + 8, C + 1]
 INT8_SIZES = [4096, 4097, 4096 + 3 * 256 + 5]  # quantized from 4096 elements up
-PAIRS = [
-    (torch.float32, torch.float32),
-    (torch.float32, torch.bfloat16),
-    (torch.bfloat16, torch.bfloat16),
-    (torch.bfloat16, torch.float32),
-    (torch.float16, torch.float16),
-    (torch.float16, torch.float32),
-    (torch.float32, torch.int8),
-    (torch.bfloat16, torch.int8),
-    (torch.float16, torch.int8),
-]
+PAIRS = DTYPE_PAIRS + [(p, torch.int8) for p in (torch.float32, torch.bfloat16, torch.float16)]
 OPTIONS = {
     "plain": dict(),
     "decay+maximize+tensor-lr": dict(weight_decay=0.3, maximize=True, lr=torch.tensor(0.01)),

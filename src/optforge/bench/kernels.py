@@ -352,6 +352,33 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
     return out
 
 
+SUMMARY_COLUMNS = ["target", "compile", "registers", "with a stack frame", "spills in loops",
+                   "aligned: data loads / stores", "unaligned: data loads / stores"]  # fmt: skip
+
+
+def summary_rows(rows: list[Row]) -> list[list[str]]:
+    """Per target: how many variants compile, the register range, how many park a value on
+    the stack, spill instructions inside loops, and the data accesses of the aligned and the
+    unaligned variants, by width."""
+    out = []
+    for target in dict.fromkeys(r.target for r in rows):
+        mine = [r for r in rows if r.target == target]
+        built = [r for r in mine if r.compiled]
+        registers = [r.registers for r in built if r.registers is not None]
+        accesses = []
+        for aligned in (True, False):
+            ops = [sum((Counter(r.widths("data", op)) for r in built if r.aligned == aligned),
+                       Counter()) for op in ("ld", "st")]  # fmt: skip
+            accesses.append(" / ".join(_widths_text(dict(sorted(c.items()))) for c in ops))
+        out.append([
+            target, f"{len(built)} of {len(mine)}",
+            f"{min(registers)}-{max(registers)}" if registers else "-",
+            str(sum(1 for r in built if r.spill_bytes)),
+            str(sum(r.loop_spills or 0 for r in built)), *accesses,
+        ])  # fmt: skip
+    return out
+
+
 def problems(rows: list[Row]) -> list[str]:
     """What must not happen: a variant that does not compile, spills inside a loop, or
     (aligned) moves the tensors' data with accesses narrower than 128 bits."""
@@ -365,52 +392,3 @@ def problems(rows: list[Row]) -> list[str]:
         elif r.aligned and r.narrow_data_accesses():
             out.append(f"{where}: {r.narrow_data_accesses()} data accesses under 128 bits")
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# The host side of a fused Triton step
-
-
-class _NoLaunch:
-    """Stands for the jitted kernels: ``kernel[grid](...)`` does nothing."""
-
-    def __getitem__(self, grid):
-        return lambda *args, **kwargs: None
-
-    step = count_agreement = property(lambda self: self)
-
-
-def host_step_time(n_tensors: int = 290, steps: int = 300, cautious: bool = False,
-                   seed: int = 0) -> dict[str, float]:  # fmt: skip
-    """Python time of ``optforge.Lion(fused=True).step()`` on the Triton path over
-    ``n_tensors`` CPU tensors with the kernel launches stubbed out: everything the host does
-    per step (the optimizer's lists, dispatch, the cached address table), nothing the device
-    does. Median and 10th-90th percentiles in microseconds over ``steps`` timed steps."""
-    import statistics
-    import time
-
-    import optforge
-
-    generator = torch.Generator().manual_seed(seed)
-    shapes = [(64, 64), (64,), (256, 64), (64, 256)]  # a transformer block's mix
-    params = [torch.nn.Parameter(torch.randn(shapes[i % 4], generator=generator))
-              for i in range(n_tensors)]  # fmt: skip
-    for p in params:
-        p.grad = torch.randn(p.shape, generator=generator)
-    saved = triton_kernel.runs_on, triton_kernel._kernels
-    triton_kernel.runs_on = lambda device: device.type in ("cpu", "cuda")
-    triton_kernel._kernels = lambda: _NoLaunch()
-    try:
-        opt = optforge.Lion(params, lr=1e-3, fused=True, cautious=cautious)
-        for _ in range(20):  # warm: state, tables
-            opt.step()
-        times = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            opt.step()
-            times.append((time.perf_counter() - start) * 1e6)
-    finally:
-        triton_kernel.runs_on, triton_kernel._kernels = saved
-        triton_kernel.clear_cache()
-    deciles = statistics.quantiles(times, n=10)
-    return {"median_us": statistics.median(times), "p10_us": deciles[0], "p90_us": deciles[-1]}

@@ -456,6 +456,8 @@ def _bench_kernels(args: argparse.Namespace, console: Console) -> int:
              f"(BLOCK {kernels.triton_kernel.BLOCK}, {options})")  # fmt: skip
     print_table(console, title, kernels.COLUMNS, kernels.table_rows(rows), args.markdown,
                 numeric=False)  # fmt: skip
+    print_table(console, "Summary per target", kernels.SUMMARY_COLUMNS,
+                kernels.summary_rows(rows), args.markdown, numeric=False)  # fmt: skip
     problems = kernels.problems(rows)
     for line in problems:
         console.print(f"[red]{line}[/red]")
@@ -466,16 +468,16 @@ def _bench_kernels(args: argparse.Namespace, console: Console) -> int:
 
 
 def _bench_host(args: argparse.Namespace, console: Console) -> int:
-    from optforge.bench import kernels
+    from optforge.bench import host
 
     rows = []
     for cautious in (False, True):
-        r = kernels.host_step_time(args.tensors, args.steps, cautious=cautious)
+        r = host.host_step_time(args.tensors, args.steps, cautious=cautious)
         rows.append(["cautious" if cautious else "plain", f"{r['median_us']:.0f}",
                      f"{r['p10_us']:.0f}-{r['p90_us']:.0f}",
-                     f"{r['median_us'] / args.tensors:.2f}"])  # fmt: skip
+                     f"{r['median_us'] / args.tensors:.2f}", f"{r['table_us']:.0f}"])  # fmt: skip
     title = (f"Host time of Lion(fused=True).step() on the Triton path, {args.tensors} "
              f"tensors, launches stubbed ({args.steps} steps)")  # fmt: skip
-    columns = ["step", "median (us)", "p10-p90 (us)", "us per tensor"]
+    columns = ["step", "median (us)", "p10-p90 (us)", "us per tensor", "table lookup (us)"]
     print_table(console, title, columns, rows, args.markdown)
     return 0
